@@ -1,0 +1,370 @@
+"""The experiment config: defaults in code, YAML on top, dot-path overrides last.
+
+Built once (``load_config``), validated before any work starts, then passed down read-only.
+Every problem is a :class:`ConfigError` whose message says what is wrong and how to fix it;
+the CLI prints it as one paragraph and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config problem the user can fix; never shown with a traceback."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The VSML network. The input/output sizes come from the task."""
+
+    hidden_layers: tuple[int, ...] = ()  # sizes of VSML layers between input and output
+    state_size: int = 16  # LSTM state (h and c) per connection
+    message_size: int = 8  # forward and backward message size
+    micro_ticks: int = 2  # LSTM steps per layer per pass
+    backward_pass: bool = True  # explicit backward pass after each prediction
+    feed_label: bool = False  # put the one-hot label into the last layer's backward message
+    output_bound: float = 100.0  # logits are bounded as b * tanh(logits / b)
+    init_scale: float = 1.0  # scale of the per-episode random cell state ("weights")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Meta-training episodes: which data and how each episode is formed."""
+
+    dataset: str = "digits"
+    split: str = "train"
+    num_classes: int = 10  # output size of the network; datasets with fewer classes are padded
+    episode_length: int = 100  # T: online examples per meta-training episode
+    permute_labels: bool = True  # fresh label permutation per episode
+    fitness: str = "mean_loss"  # mean_loss | last_loss
+    data_dir: str | None = None  # TFDS data dir for datasets that need one
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """The evosax meta-training loop."""
+
+    strategy: str = "Open_ES"
+    population_size: int = 64
+    generations: int = 300
+    sigma: float = 0.05  # antithetic noise std (paper: 0.05)
+    learning_rate: float = 0.025  # Adam on the ES gradient (paper: 0.025)
+    optimizer: str = "adam"  # adam | sgd
+    fitness_shaping: str = "none"  # none | centered_rank | z_score
+    strategy_kwargs: dict[str, Any] = field(default_factory=dict)  # extra constructor args
+    eval_chunk: int = 16  # members per jitted call; fixes shapes so results never depend on sharding
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class MetaTestConfig:
+    """Held-out evaluation after training (and for ``vsml-es evaluate``)."""
+
+    datasets: tuple[str, ...] = ("digits:test",)  # NAME or NAME:SPLIT
+    episodes: int = 32
+    steps: int = 200
+    seed: int = 12345
+    sgd_learning_rates: tuple[float, ...] = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+    sgd_tuning_episodes: int = 16
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    log_every: int = 1  # generations between metric rows
+    progress: bool = True  # tqdm progress bar (off automatically without a terminal)
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "experiment"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    metatest: MetaTestConfig = field(default_factory=MetaTestConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+# --------------------------------------------------------------------------------------------
+# Building from dicts (YAML, overrides) with typed, named errors
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _is_section(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _valid_paths(cls: type, prefix: str = "") -> list[str]:
+    paths = []
+    for name, tp in _hints(cls).items():
+        path = f"{prefix}{name}"
+        paths.append(path)
+        if _is_section(tp):
+            paths.extend(_valid_paths(tp, path + "."))
+    return paths
+
+
+def _unknown_key(path: str) -> ConfigError:
+    valid = _valid_paths(Config)
+    leaf_matches = [p for p in valid if p.rsplit(".", 1)[-1] == path.rsplit(".", 1)[-1]]
+    close = leaf_matches or difflib.get_close_matches(path, valid, n=1, cutoff=0.5)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return ConfigError(
+        f"Unknown config key '{path}'.{hint} Run 'vsml-es config --show' to list every key "
+        "with its default."
+    )
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "mapping"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(path: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotation; convert lists to tuples and ints to floats."""
+    origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(path, value, arg)
+            except ConfigError:
+                continue
+        raise _wrong_type(path, value, tp)
+    if tp is type(None):
+        if value is None:
+            return None
+        raise _wrong_type(path, value, tp)
+    if origin is tuple:
+        item_tp = typing.get_args(tp)[0]
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, list | tuple):
+            raise _wrong_type(path, value, tp)
+        return tuple(_coerce(f"{path}[{i}]", v, item_tp) for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _wrong_type(path, value, tp)
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _wrong_type(path, value, tp)
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _wrong_type(path, value, tp)
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise _wrong_type(path, value, tp)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _wrong_type(path, value, tp)
+    if tp is Any:
+        return value
+    raise ConfigError(f"Config key '{path}' has an unsupported type {tp}.")
+
+
+def _wrong_type(path: str, value: Any, tp: Any) -> ConfigError:
+    return ConfigError(
+        f"Config key '{path}' expects {_type_name(tp)}, got {type(value).__name__} "
+        f"({value!r}). Fix the value in the YAML file or in --set {path}=..."
+    )
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"Config section '{prefix.rstrip('.') or '<root>'}' must be a mapping, "
+            f"got {type(data).__name__}."
+        )
+    hints = _hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if key not in hints:
+            raise _unknown_key(path)
+        tp = hints[key]
+        if _is_section(tp):
+            kwargs[key] = _build(tp, value if value is not None else {}, path + ".")
+        else:
+            kwargs[key] = _coerce(path, value, tp)
+    return cls(**kwargs)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """Plain dict (lists instead of tuples) for YAML/JSON."""
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, tuple | list):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(config)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``a.b.c=VALUE`` with VALUE parsed as YAML (so 128, 0.1, true, [1,2] work)."""
+    if "=" not in text:
+        raise ConfigError(
+            f"Override '{text}' is not of the form KEY=VALUE, e.g. "
+            "--set training.population_size=128."
+        )
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def _set_path(tree: dict[str, Any], path: str, value: Any) -> None:
+    parts = path.split(".")
+    node = tree
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise _unknown_key(".".join(parts[: i + 2]))
+        node = child
+    node[parts[-1]] = value
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    base: dict[str, Any] | None = None,
+) -> Config:
+    """Defaults ← YAML file (or ``base`` dict) ← overrides; then validate."""
+    tree: dict[str, Any] = {}
+    if base is not None:
+        tree = _deep_copy(base)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(
+                f"Experiment file '{path}' does not exist. The shipped experiments are in "
+                "experiments/ (e.g. experiments/quickstart.yaml)."
+            )
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"Experiment file '{path}' is not valid YAML: {err}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"Experiment file '{path}' must hold a mapping at the top level.")
+        tree = loaded
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_path(tree, key, value)
+    config = _build(Config, tree)
+    validate(config)
+    return config
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    config = _build(Config, _deep_copy(data))
+    validate(config)
+    return config
+
+
+def _deep_copy(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _deep_copy(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [_deep_copy(v) for v in d]
+    return d
+
+
+def replace(config: Config, overrides: list[str]) -> Config:
+    """A new config with dot-path overrides applied (validated)."""
+    tree = config_to_dict(config)
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_path(tree, key, value)
+    return config_from_dict(tree)
+
+
+# --------------------------------------------------------------------------------------------
+# Semantic validation
+
+
+def _positive(path: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"Config key '{path}' must be positive, got {value}.")
+
+
+def validate(config: Config) -> None:
+    """Checks that need more than types. Strategy checks live with the strategy (es.py)."""
+    m, t, tr, mt = config.model, config.task, config.training, config.metatest
+    for path, value in [
+        ("model.state_size", m.state_size),
+        ("model.message_size", m.message_size),
+        ("model.micro_ticks", m.micro_ticks),
+        ("model.output_bound", m.output_bound),
+        ("task.num_classes", t.num_classes),
+        ("task.episode_length", t.episode_length),
+        ("training.population_size", tr.population_size),
+        ("training.generations", tr.generations),
+        ("training.sigma", tr.sigma),
+        ("training.learning_rate", tr.learning_rate),
+        ("training.eval_chunk", tr.eval_chunk),
+        ("metatest.episodes", mt.episodes),
+        ("metatest.steps", mt.steps),
+        ("logging.log_every", config.logging.log_every),
+    ]:
+        _positive(path, value)
+    for i, size in enumerate(m.hidden_layers):
+        _positive(f"model.hidden_layers[{i}]", size)
+    if m.message_size < 2:
+        raise ConfigError(
+            "Config key 'model.message_size' must be at least 2: slot 0 carries the input or "
+            "error, slot 1 the prediction."
+        )
+    if m.feed_label and m.message_size < 2:
+        raise ConfigError("model.feed_label needs model.message_size >= 2.")
+    if m.state_size % 2:
+        raise ConfigError(
+            f"Config key 'model.state_size' must be even (half of the cell state holds the "
+            f"random initial 'weight'), got {m.state_size}."
+        )
+    if t.num_classes < 2:
+        raise ConfigError(f"Config key 'task.num_classes' must be at least 2, got {t.num_classes}.")
+    choices = {
+        "task.fitness": (t.fitness, ("mean_loss", "last_loss")),
+        "training.optimizer": (tr.optimizer, ("adam", "sgd")),
+        "training.fitness_shaping": (tr.fitness_shaping, ("none", "centered_rank", "z_score")),
+    }
+    for path, (value, valid) in choices.items():
+        if value not in valid:
+            raise ConfigError(
+                f"Config key '{path}' is '{value}'; valid values: {', '.join(valid)}."
+            )
+    from vsml_es.es import validate_strategy  # the strategy knows its own rules
+
+    validate_strategy(config.training)
