@@ -1,0 +1,1 @@
+"""Non-VSML learners behind the same (init, step) episode interface as VSML."""

@@ -1,0 +1,49 @@
+"""``vsml-es evaluate PARAMS --dataset NAME``: meta-test saved meta-parameters."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from vsml_es.commands.train import add_config_args
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "evaluate", help="meta-test saved meta-parameters on a dataset",
+        description="Learning curves (accuracy and loss per inner step, averaged over "
+        "episodes) of saved meta-parameters beside tuned online SGD; printed as a table and "
+        "saved as CSV and PNG.",
+    )
+    p.add_argument("params", type=Path, help="params.npz from a run directory")
+    p.add_argument("--dataset", action="append", default=None, metavar="NAME[:SPLIT]",
+                   help="dataset to learn (repeatable; default: the run's metatest.datasets)")
+    p.add_argument("--steps", type=int, default=None, help="inner steps per episode")
+    p.add_argument("--episodes", type=int, default=None, help="episodes to average over")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output directory (default: evaluate/ beside PARAMS)")
+    add_config_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vsml_es.cli import UserError
+    from vsml_es.config import config_from_dict, replace
+    from vsml_es.metatest import format_table, meta_test
+    from vsml_es.params_io import load_params
+
+    params, meta = load_params(args.params)
+    if "config" not in meta:
+        raise UserError(f"'{args.params}' holds no run config; was it written by vsml-es?")
+    for name, value in (("--steps", args.steps), ("--episodes", args.episodes)):
+        if value is not None and value <= 0:
+            raise UserError(f"{name} must be positive, got {value}.")
+    config = config_from_dict(meta["config"])
+    if args.overrides:
+        config = replace(config, args.overrides)
+    out = args.out or Path(args.params).parent / "evaluate"
+    summaries = meta_test(params, config, out, tuple(args.dataset) if args.dataset else None,
+                          args.steps, args.episodes, meta.get("num_features"))
+    print(format_table(summaries))
+    print(f"learning curves: {out}")
+    return 0

@@ -1,0 +1,158 @@
+"""evosax strategies built from the config, with the checks that evosax only asserts.
+
+evosax always minimizes; our fitness is a loss, so no sign flips anywhere.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from evosax.algorithms import algorithms as ALGORITHMS
+from evosax.core import fitness_shaping as shaping
+
+from vsml_es.config import ConfigError, TrainingConfig
+
+SHAPING_FNS: dict[str, Callable] = {
+    "none": shaping.identity_fitness_shaping_fn,
+    "centered_rank": shaping.centered_rank_fitness_shaping_fn,
+    "z_score": shaping.standardize_fitness_shaping_fn,
+}
+
+
+def strategy_names() -> list[str]:
+    return sorted(ALGORITHMS)
+
+
+def _constructor_args(cls: type) -> set[str]:
+    return set(inspect.signature(cls.__init__).parameters) - {"self"}
+
+
+def _constructor_kwargs(training: TrainingConfig) -> dict[str, Any]:
+    cls = ALGORITHMS[training.strategy]
+    accepted = _constructor_args(cls)
+    kwargs: dict[str, Any] = {}
+    if "optimizer" in accepted:
+        if training.optimizer == "adam":
+            kwargs["optimizer"] = optax.adam(training.learning_rate, b1=0.9, b2=0.999)
+        else:
+            kwargs["optimizer"] = optax.sgd(training.learning_rate)
+    if "std_schedule" in accepted:
+        kwargs["std_schedule"] = optax.constant_schedule(training.sigma)
+    if "fitness_shaping_fn" in accepted and training.fitness_shaping != "auto":
+        kwargs["fitness_shaping_fn"] = SHAPING_FNS[training.fitness_shaping]
+    elif "fitness_shaping_fn" in accepted and training.strategy == "Open_ES":
+        kwargs["fitness_shaping_fn"] = SHAPING_FNS["none"]  # the paper used raw fitness
+    kwargs.update(training.strategy_kwargs)
+    return kwargs
+
+
+def validate_strategy(training: TrainingConfig) -> None:
+    """Name, constructor arguments and population size, checked before any work starts."""
+    if training.strategy not in ALGORITHMS:
+        close = difflib.get_close_matches(training.strategy, list(ALGORITHMS), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(
+            f"Unknown ES strategy '{training.strategy}' (training.strategy).{hint} Valid "
+            f"strategies: {', '.join(strategy_names())}."
+        )
+    if training.fitness_shaping not in (*SHAPING_FNS, "auto"):
+        raise ConfigError(
+            f"Config key 'training.fitness_shaping' is '{training.fitness_shaping}'; valid "
+            f"values: auto, {', '.join(SHAPING_FNS)}."
+        )
+    cls = ALGORITHMS[training.strategy]
+    accepted = _constructor_args(cls) - {"population_size", "solution"}
+    for key in training.strategy_kwargs:
+        if key not in accepted:
+            raise ConfigError(
+                f"training.strategy_kwargs has '{key}', which {training.strategy} does not "
+                f"accept. Accepted: {', '.join(sorted(accepted))}."
+            )
+    try:
+        cls(population_size=training.population_size, solution=jnp.zeros(4),
+            **_constructor_kwargs(training))
+    except AssertionError as err:
+        even = "even" in str(err).lower()
+        if even:
+            raise ConfigError(
+                f"training.population_size is {training.population_size}, but "
+                f"{training.strategy} uses antithetic (mirrored) sampling and needs an even "
+                f"population. Use {training.population_size + 1} or "
+                f"{training.population_size - 1}."
+            ) from None
+        raise ConfigError(
+            f"{training.strategy} rejected the settings: {err or 'assertion failed'}."
+        ) from None
+    except TypeError as err:
+        raise ConfigError(f"{training.strategy} rejected training.strategy_kwargs: {err}") from None
+
+
+@dataclass
+class Strategy:
+    """An evosax algorithm with its params and the pairing of its population."""
+
+    algorithm: Any
+    params: Any
+    mirrored: bool  # members i and i + P/2 are an antithetic pair
+
+    @property
+    def population_size(self) -> int:
+        return self.algorithm.population_size
+
+    def episode_ids(self) -> np.ndarray:
+        """Episode id of each member: antithetic partners share one (common random numbers)."""
+        p = self.population_size
+        ids = np.arange(p, dtype=np.int32)
+        return ids % (p // 2) if self.mirrored else ids
+
+    def pairs(self) -> list[list[int]]:
+        """Groups of member indices that must be evaluated together (never split)."""
+        p = self.population_size
+        if self.mirrored:
+            return [[i, i + p // 2] for i in range(p // 2)]
+        return [[i] for i in range(p)]
+
+
+def build_strategy(training: TrainingConfig, template: Any) -> Strategy:
+    cls = ALGORITHMS[training.strategy]
+    algorithm = cls(population_size=training.population_size, solution=template,
+                    **_constructor_kwargs(training))
+    params = algorithm.default_params
+    if hasattr(params, "std_init"):
+        params = params.replace(std_init=training.sigma)
+    return Strategy(algorithm, params, _detect_mirrored(algorithm, params, template))
+
+
+def _detect_mirrored(algorithm: Any, params: Any, template: Any) -> bool:
+    """Ask once from a throwaway state and look: is the second half the first half mirrored?"""
+    p = algorithm.population_size
+    if p % 2:
+        return False
+    key = jax.random.key(0)
+    state = algorithm.init(key, template, params)
+    population, _ = algorithm.ask(key, state, params)
+    flat = jax.vmap(lambda x: jax.flatten_util.ravel_pytree(x)[0])(population)
+    mean = jax.flatten_util.ravel_pytree(template)[0]
+    offsets = np.asarray(flat - mean)
+    half = p // 2
+    return bool(np.allclose(offsets[:half], -offsets[half:], atol=1e-5, rtol=1e-4))
+
+
+def sanitize_fitness(fitness: np.ndarray) -> tuple[np.ndarray, int]:
+    """NaN/inf never reaches ``tell``: such members count as the worst finite fitness."""
+    fitness = np.asarray(fitness, dtype=np.float32)
+    bad = ~np.isfinite(fitness)
+    count = int(bad.sum())
+    if count:
+        finite = fitness[~bad]
+        worst = float(finite.max()) if finite.size else 0.0
+        fitness = np.where(bad, worst, fitness).astype(np.float32)
+    return fitness, count

@@ -1,0 +1,58 @@
+"""Meta-parameters on disk: npz (loaded with allow_pickle=False) + JSON metadata. No pickle."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+META_KEY = "__meta_json__"
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write through a temporary file in the same directory, fsync, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_params(path: Path, params: dict[str, Any], meta: dict[str, Any]) -> None:
+    import io
+
+    arrays = {k: np.asarray(v) for k, v in params.items()}
+    arrays[META_KEY] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def load_params(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    from vsml_es.cli import UserError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"Parameter file '{path}' does not exist.")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (ValueError, OSError) as err:
+        raise UserError(
+            f"'{path}' is not a vsml-es parameter file (npz without pickle): {err}"
+        ) from None
+    meta_raw = arrays.pop(META_KEY, None)
+    meta = json.loads(meta_raw.tobytes().decode()) if meta_raw is not None else {}
+    return arrays, meta

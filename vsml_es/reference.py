@@ -1,0 +1,34 @@
+"""The straightforward VSML layer: one LSTM per connection, as the paper's public code does it.
+
+Forward and backward messages are concatenated with h into each connection's LSTM input,
+messages are projected per connection and only then averaged. Far more work than
+``vsml.layer_ticks`` but obviously right, so it is the oracle in the tests and the baseline
+in ``benchmarks/throughput.py``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from vsml_es.vsml import LayerState, Params, lstm_cell
+
+
+def connection_tick(
+    params: Params, h: jax.Array, c: jax.Array, f_a: jax.Array, g_b: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    z = jnp.concatenate([f_a, g_b, h]) @ params["lstm_w"] + params["lstm_b"]
+    return lstm_cell(z, c)
+
+
+def layer_ticks_reference(
+    params: Params, state: LayerState, fwd_in: jax.Array, bwd_in: jax.Array, ticks: int
+) -> tuple[LayerState, jax.Array, jax.Array]:
+    over_b = jax.vmap(connection_tick, in_axes=(None, 0, 0, None, 0))  # one input a, all b
+    over_ab = jax.vmap(over_b, in_axes=(None, 0, 0, 0, None))
+    h, c = state
+    for _ in range(ticks):
+        h, c = over_ab(params, h, c, fwd_in, bwd_in)
+    fwd_ab = h @ params["fwd_w"] + params["fwd_b"]  # [n_in, n_out, m], per connection
+    bwd_ab = h @ params["bwd_w"] + params["bwd_b"]
+    return LayerState(h, c), fwd_ab.mean(axis=0), bwd_ab.mean(axis=1)

@@ -1,0 +1,191 @@
+"""The meta-training loop: ask → evaluate → tell, one generation at a time, on the driver.
+
+All randomness of generation g derives from (seed, g), so a generation can be replayed from
+the ES state alone: that is what makes resume exact and fitness independent of the workers.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import yaml
+
+from vsml_es import vsml
+from vsml_es.config import Config, config_to_dict
+from vsml_es.es import Strategy, build_strategy, sanitize_fitness
+from vsml_es.evaluator import EvalSpec, Evaluator, LocalEvaluator, build_eval_spec
+from vsml_es.metrics import MetricsLog
+from vsml_es.params_io import save_params
+from vsml_es.tasks import TaskData
+
+# Stream tags folded into the run seed, so ES noise, initial parameters and episode data never
+# share random numbers.
+ES_STREAM = 0x0E5
+INIT_STREAM = 0x1417
+
+
+@dataclass
+class TrainState:
+    generation: int  # generations completed
+    es_state: Any
+
+
+def initial_params(config: Config) -> vsml.Params:
+    key = jax.random.fold_in(jax.random.key(config.training.seed), INIT_STREAM)
+    return vsml.init_params(key, config.model)
+
+
+class Trainer:
+    """Owns the strategy, the evaluator and the run directory of one meta-training run."""
+
+    def __init__(
+        self,
+        config: Config,
+        run_dir: Path,
+        evaluator: Evaluator | None = None,
+        spec: EvalSpec | None = None,
+        data: TaskData | None = None,
+    ):
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if spec is None or data is None:
+            spec, data = build_eval_spec(config)
+        self.spec, self.data = spec, data
+        self.evaluator = evaluator or LocalEvaluator(spec, data)
+        self.template = initial_params(config)
+        self.strategy: Strategy = build_strategy(config.training, self.template)
+        self.episode_ids = self.strategy.episode_ids()
+        self._es_root = jax.random.fold_in(jax.random.key(config.training.seed), ES_STREAM)
+        self.last_row: dict[str, Any] = {}
+
+    # -- state -------------------------------------------------------------------------------
+
+    def initial_state(self) -> TrainState:
+        es = self.strategy
+        es_state = es.algorithm.init(self._es_root, self.template, es.params)
+        return TrainState(generation=0, es_state=es_state)
+
+    def mean_params(self, state: TrainState) -> vsml.Params:
+        return self.strategy.algorithm.get_mean(state.es_state)
+
+    # -- one generation ------------------------------------------------------------------------
+
+    def step(self, state: TrainState) -> tuple[TrainState, dict[str, Any]]:
+        es = self.strategy
+        g = state.generation
+        k_ask, k_tell = jax.random.split(jax.random.fold_in(self._es_root, g))
+        start = time.perf_counter()
+        population, es_state = es.algorithm.ask(k_ask, state.es_state, es.params)
+        result = self.evaluator.evaluate(population, g, self.episode_ids)
+        fitness, nonfinite = sanitize_fitness(result.fitness)
+        es_state, _ = es.algorithm.tell(k_tell, population, fitness, es_state, es.params)
+        mean_flat = es_state.mean if hasattr(es_state, "mean") else None
+        row = {
+            "generation": g,
+            "fitness_mean": float(np.mean(fitness)),
+            "fitness_min": float(np.min(fitness)),
+            "fitness_max": float(np.max(fitness)),
+            "accuracy_mean": float(np.nanmean(result.accuracy)),
+            "nonfinite": nonfinite,
+            "mean_norm": float(np.linalg.norm(np.asarray(mean_flat))) if mean_flat is not None
+            else math.nan,
+            "seconds": time.perf_counter() - start,
+            "wall_time": time.time(),
+        }
+        if nonfinite:
+            print(
+                f"warning: generation {g}: {nonfinite} member(s) had NaN/inf fitness; counted "
+                "as the worst fitness of the generation.",
+                file=sys.stderr,
+            )
+        return TrainState(g + 1, es_state), row
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def run(self, state: TrainState | None = None, progress: bool | None = None) -> TrainState:
+        state = state or self.initial_state()
+        total = self.config.training.generations
+        self.write_config()
+        log = MetricsLog(self.run_dir)
+        bar = _ProgressBar(total, state.generation, progress, self.config.logging.progress)
+        try:
+            while state.generation < total:
+                state, row = self.step(state)
+                if state.generation % self.config.logging.log_every == 0 or (
+                    state.generation == total
+                ):
+                    log.write(row)
+                self.last_row = row
+                bar.update(row, self.evaluator.status())
+        finally:
+            bar.close()
+            log.close()
+        self.save_final(state)
+        return state
+
+    def write_config(self) -> None:
+        path = self.run_dir / "config.yaml"
+        path.write_text(yaml.safe_dump(config_to_dict(self.config), sort_keys=False))
+
+    def save_final(self, state: TrainState) -> Path:
+        path = self.run_dir / "params.npz"
+        save_params(
+            path,
+            self.mean_params(state),
+            {
+                "format": "vsml-es-params",
+                "version": 1,
+                "generation": state.generation,
+                "config": config_to_dict(self.config),
+                "num_features": self.spec.task.num_features,
+                "num_outputs": self.spec.task.num_outputs,
+            },
+        )
+        return path
+
+
+class _ProgressBar:
+    """tqdm on a terminal; a plain line every ~5% of the run otherwise (CI logs stay short)."""
+
+    def __init__(self, total: int, initial: int, force: bool | None, enabled: bool):
+        self.total = total
+        self.tty = sys.stderr.isatty() if force is None else force
+        self.enabled = enabled
+        self.bar = None
+        self.every = max(1, total // 20)
+        self.started = time.perf_counter()
+        self.initial = initial
+        if self.enabled and self.tty:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc="meta-training", unit="gen",
+                            dynamic_ncols=True)
+
+    def update(self, row: dict[str, Any], status: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        fields = {"fitness": f"{row['fitness_mean']:.4f}", "acc": f"{row['accuracy_mean']:.3f}"}
+        fields.update({k: str(v) for k, v in status.items()})
+        if self.bar is not None:
+            self.bar.set_postfix(fields, refresh=False)
+            self.bar.update(1)
+            return
+        done = row["generation"] + 1
+        if done % self.every == 0 or done == self.total:
+            elapsed = time.perf_counter() - self.started
+            rate = (done - self.initial) / elapsed if elapsed > 0 else 0.0
+            extra = " ".join(f"{k}={v}" for k, v in fields.items())
+            print(f"generation {done}/{self.total} {extra} gen/s={rate:.2f}", file=sys.stderr,
+                  flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
