@@ -21,29 +21,29 @@ from tqdm.auto import tqdm
 from vsml_es.data.registry import DatasetError
 from vsml_es.data.sources import IDX_SPECS, IdxSpec
 
-VERSION = "1.0.0"
+BUILD_VERSION = "1.0.0"
 Arrays = dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (images [N,H,W,C], labels [N])
 
 
 def uint8_stats(images: np.ndarray) -> tuple[float, float]:
-    """Exact mean and std of uint8 values via a histogram (no float copy of the images)."""
-    counts = np.bincount(images.reshape(-1), minlength=256).astype(np.float64)
-    values = np.arange(256, dtype=np.float64)
-    total = counts.sum()
-    mean = float((counts * values).sum() / total)
-    std = float(np.sqrt((counts * (values - mean) ** 2).sum() / total))
-    return mean, std
+    """Exact mean and std of uint8 values from integer sums, in chunks (no big float copy)."""
+    flat = images.reshape(len(images), -1)
+    total = sq = 0
+    for start in range(0, len(flat), 8192):
+        chunk = flat[start:start + 8192].astype(np.int64)
+        total += int(chunk.sum())
+        sq += int(np.einsum("ij,ij->", chunk, chunk))
+    n = flat.size
+    mean = total / n
+    return mean, float(np.sqrt((sq * n - total * total) / (n * n)))
 
 
 class IdxBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Builds one IDX dataset from arrays that were already checksum-verified."""
 
     SPEC: IdxSpec
-    VERSION = tfds.core.Version(VERSION)
-    RELEASE_NOTES = {VERSION: "Tensor(uint8) images in ArrayRecord, from verified IDX files."}
-    # Keep the published order; it also skips TFDS's shuffle pass (faster builds).
-    disable_shuffling = True
-
+    VERSION = tfds.core.Version(BUILD_VERSION)
+    RELEASE_NOTES = {BUILD_VERSION: "Tensor(uint8) images in ArrayRecord, from verified IDX files."}
     def __init__(self, *, arrays: Arrays | None = None, progress: bool = False, **kwargs):
         self._arrays = arrays
         self._progress = progress
@@ -62,6 +62,8 @@ class IdxBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             }),
             supervised_keys=("image", "label"),
             homepage=spec.homepage,
+            # Keep the published order; it also skips TFDS's shuffle pass (faster builds).
+            disable_shuffling=True,
             # Normalization stats of the train split, filled in while building.
             metadata=tfds.core.MetadataDict(),
         )

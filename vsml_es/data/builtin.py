@@ -1,29 +1,47 @@
-"""Datasets that ship with installed packages or are generated: no download, ever."""
+"""Datasets that ship with installed packages or are generated: no download, ever.
+
+``random`` and ``sum`` follow the synthetic tasks of the VSML paper's public code:
+
+* ``random``: a fixed set of 20 inputs ``x ~ N(0, 1)`` of shape 28×28×1 with labels drawn
+  uniformly from 10 classes; episodes cycle through them, so the task is pure memorization.
+  The paper's code draws one such set per run; here each split is drawn from its own fixed
+  seed, so 'train' and 'test' are two different memorization tasks.
+* ``sum``: each example is drawn from a normal distribution truncated at two standard
+  deviations, with standard deviation 1 and a per-example mean ``m ~ U(-1, 1)``, shape
+  28×28×1; the label is 1 when the sum of the inputs is >= 0, else 0. The paper's code streams
+  fresh examples; here each split is a fixed draw (10,000 train, 2,000 test) from a fixed seed.
+
+Both use the paper's normalization stats (mean 0, std 1).
+"""
 
 from __future__ import annotations
 
+import random as pyrandom
+from pathlib import Path
+
 import numpy as np
 
-from vsml_es.data.registry import ArrayDataset, DatasetError, register
+from vsml_es.data.registry import ArrayDataset, register
 
 # Fixed split rule for scikit-learn's digits: every 4th example (index % 4 == 3) is held out
 # for meta-testing, the rest is meta-training data. Never changes, so results stay comparable.
 DIGITS_HELDOUT_EVERY = 4
 
+SYNTH_SHAPE = (28, 28, 1)
+RANDOM_SIZE = 20
+RANDOM_CLASSES = 10
+SUM_SIZES = {"train": 10000, "test": 2000}
+_SEEDS = {("random", "train"): 1001, ("random", "test"): 1002,
+          ("sum", "train"): 2001, ("sum", "test"): 2002}
 
-def _check_split(name: str, split: str, valid: tuple[str, ...]) -> None:
-    if split not in valid:
-        raise DatasetError(
-            f"Dataset '{name}' has no split '{split}'. Valid splits: {', '.join(valid)}."
-        )
 
-
-@register("digits")
-def load_digits(split: str, data_dir: str | None = None) -> ArrayDataset:
+@register("digits", description="scikit-learn's 1797 real 8x8 handwritten digits",
+          num_classes=10, example_shape=(8, 8, 1), splits=("train", "test", "all"),
+          source="built in (scikit-learn)")
+def load_digits(split: str, data_dir: Path | None = None) -> ArrayDataset:
     """scikit-learn's 1797 real 8×8 handwritten digits (pixel values 0..16)."""
     from sklearn.datasets import load_digits as sk_load_digits
 
-    _check_split("digits", split, ("train", "test", "all"))
     bunch = sk_load_digits()
     x = bunch.images.astype(np.uint8)[..., None]  # [N, 8, 8, 1], values 0..16
     y = bunch.target.astype(np.int32)
@@ -37,3 +55,56 @@ def load_digits(split: str, data_dir: str | None = None) -> ArrayDataset:
         x, y = x[heldout], y[heldout]
     return ArrayDataset("digits", split, x, y, num_classes=10, mean=mean, std=std,
                         info={"source": "sklearn.datasets.load_digits"})
+
+
+@register("mnist1d", description="MNIST-1D: 40-sample 1-D signals of 10 digit templates",
+          num_classes=10, example_shape=(40,), source="generated (mnist1d package, no download)")
+def load_mnist1d(split: str, data_dir: Path | None = None) -> ArrayDataset:
+    """The published MNIST-1D (default arguments, seed 42), generated offline.
+
+    ``make_dataset`` seeds numpy's and Python's global generators; both are restored after,
+    so loading it never changes anyone else's random stream.
+    """
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    np_state, py_state = np.random.get_state(), pyrandom.getstate()
+    try:
+        data = make_dataset(get_dataset_args())
+    finally:
+        np.random.set_state(np_state)
+        pyrandom.setstate(py_state)
+    train_x = np.asarray(data["x"], dtype=np.float32)
+    x = train_x if split == "train" else np.asarray(data["x_test"], dtype=np.float32)
+    y = np.asarray(data["y"] if split == "train" else data["y_test"], dtype=np.int32)
+    return ArrayDataset("mnist1d", split, x, y, num_classes=10, mean=float(train_x.mean()),
+                        std=float(train_x.std()), info={"source": "mnist1d.data.make_dataset"})
+
+
+@register("random", description="20 fixed N(0,1) 28x28 inputs with random labels (memorize)",
+          num_classes=RANDOM_CLASSES, example_shape=SYNTH_SHAPE, source="generated")
+def load_random(split: str, data_dir: Path | None = None) -> ArrayDataset:
+    rng = np.random.default_rng(_SEEDS["random", split])
+    x = rng.standard_normal((RANDOM_SIZE, *SYNTH_SHAPE), dtype=np.float32)
+    y = rng.integers(0, RANDOM_CLASSES, size=RANDOM_SIZE).astype(np.int32)
+    return ArrayDataset("random", split, x, y, num_classes=RANDOM_CLASSES, mean=0.0, std=1.0,
+                        info={"source": "generated", "seed": _SEEDS["random", split]})
+
+
+def truncated_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Standard normal samples redrawn until inside [-2, 2] (as TensorFlow truncates)."""
+    z = rng.standard_normal(shape, dtype=np.float32)
+    while (bad := np.abs(z) > 2).any():
+        z[bad] = rng.standard_normal(int(bad.sum()), dtype=np.float32)
+    return z
+
+
+@register("sum", description="is the sum of a truncated-normal 28x28 input >= 0? (2 classes)",
+          num_classes=2, example_shape=SYNTH_SHAPE, source="generated")
+def load_sum(split: str, data_dir: Path | None = None) -> ArrayDataset:
+    rng = np.random.default_rng(_SEEDS["sum", split])
+    n = SUM_SIZES[split]
+    means = rng.uniform(-1.0, 1.0, size=(n, 1, 1, 1)).astype(np.float32)
+    x = truncated_normal(rng, (n, *SYNTH_SHAPE)) + means
+    y = (x.sum(axis=(1, 2, 3), dtype=np.float64) >= 0).astype(np.int32)
+    return ArrayDataset("sum", split, x, y, num_classes=2, mean=0.0, std=1.0,
+                        info={"source": "generated", "seed": _SEEDS["sum", split]})
