@@ -34,6 +34,10 @@ class ModelConfig:
     feed_label: bool = False  # put the one-hot label into the last layer's backward message
     output_bound: float = 100.0  # logits are bounded as b * tanh(logits / b)
     init_scale: float = 1.0  # scale of the per-episode random cell state ("weights")
+    # Which meta-learned learner ES trains: vsml | hebbian | meta_rnn | fwm (vsml_es/learners.py).
+    # The baselines share the trainer, evaluator and checkpoints with VSML.
+    learner: str = "vsml"
+    baseline_hidden: int = 128  # meta_rnn: LSTM units; fwm: fast-weight key size
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,20 @@ class MetaTestConfig:
     steps: int = 200
     seed: int = 12345
     sgd_learning_rates: tuple[float, ...] = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
-    sgd_tuning_episodes: int = 16
+    sgd_tuning_episodes: int = 16  # tuning episodes per learning rate (all gradient baselines)
+    # Gradient baselines beside the meta-learned learner, each with its learning rate tuned on
+    # meta-training streams: sgd, adam (linear), sgd_mlp, adam_mlp (one hidden layer).
+    baselines: tuple[str, ...] = ("sgd",)
+    adam_learning_rates: tuple[float, ...] = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
+    mlp_hidden: int = 160  # hidden units of the *_mlp baselines
+    report_steps: tuple[int, ...] = (1, 10, 25, 50, 100, 250, 500, 1000, 2000)
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """``vsml-es compare``: meta-learners trained with the same ES budget, then meta-tested."""
+
+    learners: tuple[str, ...] = ("vsml", "hebbian", "meta_rnn", "fwm")
 
 
 @dataclass(frozen=True)
@@ -92,6 +109,7 @@ class Config:
     task: TaskConfig = field(default_factory=TaskConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     metatest: MetaTestConfig = field(default_factory=MetaTestConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 
@@ -338,6 +356,8 @@ def validate(config: Config) -> None:
         ("training.eval_chunk", tr.eval_chunk),
         ("metatest.episodes", mt.episodes),
         ("metatest.steps", mt.steps),
+        ("metatest.mlp_hidden", mt.mlp_hidden),
+        ("model.baseline_hidden", m.baseline_hidden),
         ("logging.log_every", config.logging.log_every),
     ]:
         _positive(path, value)
@@ -366,6 +386,17 @@ def validate(config: Config) -> None:
             raise ConfigError(
                 f"Config key '{path}' is '{value}'; valid values: {', '.join(valid)}."
             )
+    for i, step in enumerate(mt.report_steps):
+        _positive(f"metatest.report_steps[{i}]", step)
+    for path, rates in (("metatest.sgd_learning_rates", mt.sgd_learning_rates),
+                        ("metatest.adam_learning_rates", mt.adam_learning_rates)):
+        if not rates:
+            raise ConfigError(f"Config key '{path}' needs at least one learning rate.")
+        for i, rate in enumerate(rates):
+            _positive(f"{path}[{i}]", rate)
+    from vsml_es.learners import validate_learners  # the registries know their own names
+
+    validate_learners(m.learner, mt.baselines, config.compare.learners)
     from vsml_es.es import validate_strategy  # the strategy knows its own rules
 
     validate_strategy(config.training)

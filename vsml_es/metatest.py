@@ -1,28 +1,31 @@
-"""Meta-testing: learning curves of meta-learned VSML and of tuned online SGD on the same streams.
+"""Meta-testing: learning curves of meta-learned learners beside tuned gradient baselines.
 
-Evaluation episodes use their own fixed seed (``metatest.seed``), never the training seed, and
-the SGD learning rate is chosen on meta-training data only, so nothing is tuned on the test.
+All methods see identical streams. Evaluation episodes use their own fixed seed
+(``metatest.seed``), never the training seed, and each baseline's learning rate is chosen on
+meta-training streams only (with a seed offset of their own), so nothing is tuned on the test.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vsml_es import vsml
-from vsml_es.baselines.sgd import linear_sgd_learner
-from vsml_es.config import Config, ModelConfig
-from vsml_es.episodes import episode_keys, online_episode, vsml_episode
+from vsml_es.baselines.sgd import GRADIENT_BASELINES, GradientBaseline, baseline_learner
+from vsml_es.config import Config, MetaTestConfig, ModelConfig
+from vsml_es.episodes import episode_keys, learner_episode, online_episode
 from vsml_es.tasks import Task, TaskData, load_task
 
 EVAL_BATCH = 16  # episodes per jitted call; bounds memory for large meta-tests
-TUNING_SEED_OFFSET = 7919  # SGD tuning streams never coincide with evaluation streams
+TUNING_SEED_OFFSET = 7919  # tuning streams never coincide with evaluation streams
+WINDOW = 0.1  # "accuracy at step s" averages inner steps within +-10% of s (noise of 0/1 hits)
 
 
 @dataclass
@@ -32,13 +35,19 @@ class Curves:
     losses: np.ndarray  # [episodes, steps]
     accuracy: np.ndarray  # [episodes, steps] 0/1 per prediction
 
-    def summary(self) -> dict[str, float | str]:
+    def at_step(self, step: int) -> np.ndarray:
+        """Per-episode accuracy around inner step ``step`` (1-based), window +-WINDOW*step."""
+        lo = max(1, int(round(step * (1 - WINDOW))))
+        hi = min(self.accuracy.shape[1], int(round(step * (1 + WINDOW))))
+        return self.accuracy[:, lo - 1 : hi].mean(axis=1)
+
+    def summary(self, report_steps: tuple[int, ...] = ()) -> dict[str, Any]:
         steps = self.accuracy.shape[1]
         quarter = max(1, steps // 4)
         first = self.accuracy[:, :quarter].mean(axis=1)
         last = self.accuracy[:, -quarter:].mean(axis=1)
         loss = self.losses.mean(axis=1)
-        return {
+        row: dict[str, Any] = {
             "method": self.method,
             "dataset": self.dataset,
             "episodes": int(self.accuracy.shape[0]),
@@ -50,6 +59,21 @@ class Curves:
             "mean_loss": float(loss.mean()),
             "mean_loss_ci95": ci95(loss),
         }
+        for step in report_steps:
+            if step <= steps:
+                values = self.at_step(step)
+                row[f"acc@{step}"] = float(values.mean())
+                row[f"acc@{step}_ci95"] = ci95(values)
+        return row
+
+
+@dataclass(frozen=True)
+class MetaLearned:
+    """A meta-learned learner to meta-test: its parameters and the model config that runs them."""
+
+    label: str
+    params: Any
+    model: ModelConfig
 
 
 def ci95(values: np.ndarray) -> float:
@@ -59,15 +83,17 @@ def ci95(values: np.ndarray) -> float:
 
 
 @partial(jax.jit, static_argnames=("task", "model"))
-def _vsml_batch(params, keys, data, task: Task, model: ModelConfig):
-    return jax.vmap(vsml_episode, in_axes=(None, 0, None, None, None))(
+def _learner_batch(params, keys, data, task: Task, model: ModelConfig):
+    return jax.vmap(learner_episode, in_axes=(None, 0, None, None, None))(
         params, keys, data, task, model
     )
 
 
-@partial(jax.jit, static_argnames=("task",))
-def _sgd_batch(learning_rate, keys, data, task: Task):
-    init, step = linear_sgd_learner(learning_rate, task.num_features, task.num_outputs)
+@partial(jax.jit, static_argnames=("task", "baseline", "mlp_hidden"))
+def _baseline_batch(learning_rate, keys, data, task: Task, baseline: GradientBaseline,
+                    mlp_hidden: int):
+    init, step = baseline_learner(baseline, learning_rate, task.num_features, task.num_outputs,
+                                  mlp_hidden)
     return jax.vmap(lambda k: online_episode(init, step, k, data, task))(keys)
 
 
@@ -84,38 +110,77 @@ def eval_keys(seed: int, episodes: int) -> jax.Array:
     return episode_keys(jnp.int32(seed), jnp.int32(0), jnp.arange(episodes, dtype=jnp.int32))
 
 
-def vsml_curves(
-    params: vsml.Params, model: ModelConfig, task: Task, data: TaskData, episodes: int, seed: int,
-    method: str = "VSML",
+def learner_curves(
+    params: Any, model: ModelConfig, task: Task, data: TaskData, episodes: int, seed: int,
+    method: str | None = None,
 ) -> Curves:
+    """Curves of the meta-learned learner ``model.learner`` with ``params``."""
+    from vsml_es.learners import get_learner
+
     params = jax.tree.map(jnp.asarray, params)
-    losses, accs = _batched(lambda k: _vsml_batch(params, k, data, task, model),
+    losses, accs = _batched(lambda k: _learner_batch(params, k, data, task, model),
                             eval_keys(seed, episodes))
-    return Curves(method, task.name, losses, accs)
+    return Curves(method or get_learner(model.learner).label, task.name, losses, accs)
 
 
-def sgd_curves(
-    learning_rate: float, task: Task, data: TaskData, episodes: int, seed: int
+def baseline_curves(
+    name: str, learning_rate: float, task: Task, data: TaskData, episodes: int, seed: int,
+    mlp_hidden: int = 160,
 ) -> Curves:
-    losses, accs = _batched(lambda k: _sgd_batch(jnp.float32(learning_rate), k, data, task),
-                            eval_keys(seed, episodes))
-    return Curves(f"online SGD (lr {learning_rate:g})", task.name, losses, accs)
+    baseline = GRADIENT_BASELINES[name]
+    losses, accs = _batched(
+        lambda k: _baseline_batch(jnp.float32(learning_rate), k, data, task, baseline,
+                                  mlp_hidden),
+        eval_keys(seed, episodes),
+    )
+    label = baseline.label + (f"-{mlp_hidden}" if baseline.hidden else "")
+    return Curves(f"{label} (lr {learning_rate:g})", task.name, losses, accs)
 
 
-def tune_sgd(
-    learning_rates: tuple[float, ...], task: Task, data: TaskData, episodes: int, seed: int
+def learning_rate_grid(name: str, mt: MetaTestConfig) -> tuple[float, ...]:
+    optimizer = GRADIENT_BASELINES[name].optimizer
+    return mt.sgd_learning_rates if optimizer == "sgd" else mt.adam_learning_rates
+
+
+def tune_baseline(
+    name: str, learning_rates: tuple[float, ...], task: Task, data: TaskData, episodes: int,
+    seed: int, mlp_hidden: int = 160,
 ) -> tuple[float, dict[float, float]]:
-    """Best learning rate by mean online accuracy on meta-training streams."""
+    """Best learning rate by mean online accuracy on the given (meta-training) streams."""
     scores = {}
     for lr in learning_rates:
-        curves = sgd_curves(lr, task, data, episodes, seed + TUNING_SEED_OFFSET)
+        curves = baseline_curves(name, lr, task, data, episodes, seed + TUNING_SEED_OFFSET,
+                                 mlp_hidden)
         scores[lr] = float(curves.accuracy.mean())
     best = max(scores, key=lambda lr: scores[lr])
     return best, scores
 
 
+def tuning_task(config: Config, steps: int) -> tuple[Task, TaskData]:
+    """The meta-training distribution with episodes of ``steps``: the only data tuning sees."""
+    from vsml_es.evaluator import build_eval_spec
+
+    longer = dataclasses.replace(config, task=dataclasses.replace(config.task,
+                                                                  episode_length=steps))
+    spec, data = build_eval_spec(longer)
+    return spec.task, data
+
+
+def tune_baselines(config: Config, steps: int) -> dict[str, tuple[float, dict[float, float]]]:
+    """Learning rate of every ``metatest.baselines`` entry, tuned on meta-training streams."""
+    mt = config.metatest
+    if not mt.baselines:
+        return {}
+    task, data = tuning_task(config, steps)
+    return {
+        name: tune_baseline(name, learning_rate_grid(name, mt), task, data,
+                            mt.sgd_tuning_episodes, mt.seed, mt.mlp_hidden)
+        for name in mt.baselines
+    }
+
+
 def meta_test(
-    params: vsml.Params,
+    params: Any,
     config: Config,
     out_dir: Path,
     datasets: tuple[str, ...] | None = None,
@@ -123,51 +188,86 @@ def meta_test(
     episodes: int | None = None,
     num_features: int | None = None,
 ) -> list[dict]:
-    """Meta-test ``params`` on each dataset beside tuned SGD; writes table, CSV and PNG."""
+    """Meta-test ``params`` (of ``model.learner``) beside the tuned baselines."""
+    from vsml_es.learners import get_learner
+
+    learner = MetaLearned(get_learner(config.model.learner).label, params, config.model)
+    return compare_methods([learner], config, out_dir, datasets, steps, episodes, num_features)
+
+
+def compare_methods(
+    learners: list[MetaLearned],
+    config: Config,
+    out_dir: Path,
+    datasets: tuple[str, ...] | None = None,
+    steps: int | None = None,
+    episodes: int | None = None,
+    num_features: int | None = None,
+) -> list[dict]:
+    """Every learner and tuned baseline on every meta-test dataset, on identical streams.
+
+    Writes ``summary.csv``, ``table.md``, ``tuning.csv`` and per dataset a curves CSV and PNG.
+    """
     mt = config.metatest
     datasets = datasets or mt.datasets
     steps = steps or mt.steps
     episodes = episodes or mt.episodes
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    tuned = tune_baselines(config, steps)
+    write_tuning_csv(out_dir / "tuning.csv", tuned)
     t = config.task
-    train_task, train_data = load_task(
-        t.dataset, t.split, steps, t.num_classes, t.permute_labels, t.data_dir
-    )
-    num_features = num_features or train_task.num_features
-    best_lr, _ = tune_sgd(mt.sgd_learning_rates, train_task, train_data, mt.sgd_tuning_episodes,
-                          mt.seed)
     summaries = []
     for ref in datasets:
         task, data = load_task(
             ref, "test", steps, t.num_classes, t.permute_labels, t.data_dir, num_features
         )
         all_curves = [
-            vsml_curves(params, config.model, task, data, episodes, mt.seed),
-            sgd_curves(best_lr, task, data, episodes, mt.seed),
+            learner_curves(m.params, m.model, task, data, episodes, mt.seed, m.label)
+            for m in learners
+        ]
+        all_curves += [
+            baseline_curves(name, lr, task, data, episodes, mt.seed, mt.mlp_hidden)
+            for name, (lr, _) in tuned.items()
         ]
         stem = task.name.replace(":", "_")
         write_curves_csv(out_dir / f"curves_{stem}.csv", all_curves)
         plot_curves(out_dir / f"curves_{stem}.png", all_curves)
-        summaries.extend(c.summary() for c in all_curves)
+        summaries.extend(c.summary(mt.report_steps) for c in all_curves)
     write_summary_csv(out_dir / "summary.csv", summaries)
+    (out_dir / "table.md").write_text(format_table(summaries) + "\n")
     return summaries
 
 
+def write_tuning_csv(path: Path, tuned: dict[str, tuple[float, dict[float, float]]]) -> None:
+    """Every learning rate tried and its mean online accuracy on meta-training streams."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["baseline", "learning_rate", "train_accuracy", "chosen"])
+        for name, (best, scores) in tuned.items():
+            for lr, score in scores.items():
+                writer.writerow([name, f"{lr:g}", f"{score:.6g}", int(lr == best)])
+
+
 def format_table(summaries: list[dict]) -> str:
-    header = (f"{'dataset':<16} {'method':<24} {'acc first 25%':>16} {'acc last 25%':>16} "
-              f"{'mean loss':>14}")
-    lines = [header, "-" * len(header)]
+    """Markdown table: accuracy (mean ± 95% CI over episodes) at each reported inner step."""
+    if not summaries:
+        return "(no results)"
+    steps = [k[4:] for k in summaries[0] if k.startswith("acc@") and not k.endswith("_ci95")]
+    header = ["dataset", "method", *[f"acc @{s}" for s in steps], "mean loss"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for s in summaries:
-        lines.append(
-            f"{s['dataset']:<16} {s['method']:<24} "
-            f"{100 * s['acc_first_quarter']:>8.1f} ± {100 * s['acc_first_quarter_ci95']:<5.1f}% "
-            f"{100 * s['acc_last_quarter']:>8.1f} ± {100 * s['acc_last_quarter_ci95']:<5.1f}% "
-            f"{s['mean_loss']:>7.3f} ± {s['mean_loss_ci95']:<5.3f}"
-        )
-    if summaries:
-        s = summaries[0]
-        lines.append(f"({s['episodes']} episodes of {s['steps']} steps; ± is the 95% CI)")
+        cells = [s["dataset"], s["method"]]
+        cells += [f"{100 * s[f'acc@{k}']:.1f} ± {100 * s[f'acc@{k}_ci95']:.1f}" for k in steps]
+        cells.append(f"{s['mean_loss']:.3f} ± {s['mean_loss_ci95']:.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    s = summaries[0]
+    lines.append("")
+    lines.append(
+        f"Accuracy in % over {s['episodes']} episodes of {s['steps']} online steps (± 95% CI); "
+        f"'@s' averages the predictions at inner steps within ±{WINDOW:.0%} of s, each made "
+        "before its label was seen."
+    )
     return "\n".join(lines)
 
 
@@ -198,35 +298,33 @@ def write_curves_csv(path: Path, curves: list[Curves]) -> None:
             writer.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
 
 
-def smooth(values: np.ndarray, window: int) -> np.ndarray:
-    if window <= 1:
-        return values
-    kernel = np.ones(window) / window
-    padded = np.pad(values, (window - 1, 0), mode="edge")
-    return np.convolve(padded, kernel, mode="valid")
+def plot_steps(steps: int, points: int = 60) -> np.ndarray:
+    """Log-spaced inner steps 1..steps (unique ints) for a log-axis learning curve."""
+    return np.unique(np.round(np.geomspace(1, steps, points)).astype(int))
 
 
 def plot_curves(path: Path, curves: list[Curves]) -> None:
+    """Every method's accuracy against inner step (log axis), shaded 95% CI."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = curves[0].accuracy.shape[1]
-    window = max(1, steps // 40)
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
-    x = np.arange(1, steps + 1)
+    x = plot_steps(curves[0].accuracy.shape[1])
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     for c in curves:
-        mean = smooth(c.accuracy.mean(axis=0), window)
-        err = smooth(np.array([ci95(c.accuracy[:, t]) for t in range(steps)]), window)
+        per_step = [c.at_step(int(s)) for s in x]
+        mean = np.array([v.mean() for v in per_step])
+        err = np.array([ci95(v) for v in per_step])
         ax.plot(x, mean, label=c.method)
         ax.fill_between(x, mean - err, mean + err, alpha=0.2)
+    ax.set_xscale("log")
     ax.set_xlabel("inner step (examples seen)")
-    ax.set_ylabel(f"online accuracy (moving average over {window})")
+    ax.set_ylabel(f"online accuracy (steps within ±{WINDOW:.0%})")
     ax.set_title(f"Meta-test on {curves[0].dataset}")
     ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend()
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

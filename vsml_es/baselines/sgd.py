@@ -1,28 +1,107 @@
-"""Online SGD on a linear softmax classifier: one gradient step per example, after predicting."""
+"""Online gradient-descent baselines: SGD or Adam on a linear model or a one-hidden-layer MLP.
+
+One optimizer step per example, taken after predicting it, so the logits of each step are an
+honest online prediction. The learning rate may be a traced array: one compiled function then
+serves a whole learning-rate grid.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import jax
 import jax.numpy as jnp
+import optax
 
 from vsml_es.episodes import InitFn, StepFn
 
-LinearState = tuple[jax.Array, jax.Array]
+MlpParams = list[tuple[jax.Array, jax.Array]]  # (weights [in, out], bias [out]) per layer
 
 
-def linear_sgd_learner(
-    learning_rate: jax.Array | float, num_features: int, num_classes: int
+@dataclass(frozen=True)
+class GradientBaseline:
+    """A named (optimizer, architecture) pair whose learning rate is tuned per experiment."""
+
+    name: str
+    optimizer: str  # sgd | adam
+    hidden: bool  # one hidden ReLU layer of metatest.mlp_hidden units, else linear
+    label: str
+
+
+GRADIENT_BASELINES: dict[str, GradientBaseline] = {
+    b.name: b
+    for b in (
+        GradientBaseline("sgd", "sgd", False, "SGD linear"),
+        GradientBaseline("adam", "adam", False, "Adam linear"),
+        GradientBaseline("sgd_mlp", "sgd", True, "SGD MLP"),
+        GradientBaseline("adam_mlp", "adam", True, "Adam MLP"),
+    )
+}
+
+
+def make_optimizer(name: str, learning_rate: jax.Array | float) -> optax.GradientTransformation:
+    if name == "sgd":
+        return optax.sgd(learning_rate)
+    if name == "adam":
+        return optax.adam(learning_rate)
+    raise ValueError(f"Unknown optimizer '{name}'; valid: sgd, adam.")
+
+
+def init_mlp(key: jax.Array, sizes: tuple[int, ...]) -> MlpParams:
+    """He-normal hidden layers; the output layer starts at zero, so every gradient baseline
+    starts from the uniform prediction (a linear model is then the classic zero init)."""
+    layers = []
+    keys = jax.random.split(key, len(sizes) - 1)
+    for i, (k, n_in, n_out) in enumerate(zip(keys, sizes[:-1], sizes[1:], strict=True)):
+        if i == len(sizes) - 2:
+            w = jnp.zeros((n_in, n_out))
+        else:
+            w = jax.random.normal(k, (n_in, n_out)) * jnp.sqrt(2.0 / n_in)
+        layers.append((w, jnp.zeros((n_out,))))
+    return layers
+
+
+def mlp_logits(params: MlpParams, x: jax.Array) -> jax.Array:
+    for w, b in params[:-1]:
+        x = jax.nn.relu(x @ w + b)
+    w, b = params[-1]
+    return x @ w + b
+
+
+def gradient_learner(
+    optimizer: str,
+    learning_rate: jax.Array | float,
+    num_features: int,
+    num_classes: int,
+    hidden: int = 0,
 ) -> tuple[InitFn, StepFn]:
-    def init(key: jax.Array) -> LinearState:
-        del key  # zero init: the classic online-learning baseline has no random weights
-        return jnp.zeros((num_features, num_classes)), jnp.zeros((num_classes,))
+    """Online learner: predict x, then one ``optimizer`` step on its cross-entropy."""
+    opt = make_optimizer(optimizer, learning_rate)
+    sizes = (num_features, hidden, num_classes) if hidden else (num_features, num_classes)
 
-    def step(state: LinearState, x: jax.Array, y: jax.Array) -> tuple[LinearState, jax.Array]:
-        w, b = state
-        logits = x @ w + b
-        grad_logits = jax.nn.softmax(logits) - jax.nn.one_hot(y, num_classes)
-        w = w - learning_rate * jnp.outer(x, grad_logits)
-        b = b - learning_rate * grad_logits
-        return (w, b), logits
+    def init(key: jax.Array):
+        params = init_mlp(key, sizes)
+        return params, opt.init(params)
+
+    def loss_fn(params: MlpParams, x: jax.Array, y: jax.Array):
+        logits = mlp_logits(params, x)
+        return -jax.nn.log_softmax(logits)[y], logits
+
+    def step(state, x: jax.Array, y: jax.Array):
+        params, opt_state = state
+        (_, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, y)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), logits
 
     return init, step
+
+
+def baseline_learner(
+    baseline: GradientBaseline,
+    learning_rate: jax.Array | float,
+    num_features: int,
+    num_classes: int,
+    mlp_hidden: int,
+) -> tuple[InitFn, StepFn]:
+    return gradient_learner(baseline.optimizer, learning_rate, num_features, num_classes,
+                            mlp_hidden if baseline.hidden else 0)
