@@ -75,6 +75,18 @@ def vsml_episode(
     return online_episode(init, step, key, data, task)
 
 
+def learner_episode(
+    params: Any, key: jax.Array, data: TaskData, task: Task, model: ModelConfig
+) -> tuple[jax.Array, jax.Array]:
+    """One episode of whichever learner ``model.learner`` names (VSML keeps its own path)."""
+    if model.learner == "vsml":
+        return vsml_episode(params, key, data, task, model)
+    from vsml_es.learners import make_learner  # the registry imports this module
+
+    init, step = make_learner(params, model, task)
+    return online_episode(init, step, key, data, task)
+
+
 def fitness_from_losses(losses: jax.Array, mode: str) -> jax.Array:
     """ES minimizes this: mean online loss (default) or the last step's loss."""
     if mode == "last_loss":
@@ -95,7 +107,7 @@ def population_fitness(
 ) -> tuple[jax.Array, jax.Array]:
     """(fitness, mean accuracy) for a batch of members, vmapped over members."""
     keys = episode_keys(seed, generation, episode_ids)
-    losses, correct = jax.vmap(vsml_episode, in_axes=(0, 0, None, None, None))(
+    losses, correct = jax.vmap(learner_episode, in_axes=(0, 0, None, None, None))(
         params_batch, keys, data, task, model
     )
     return fitness_from_losses(losses, fitness_mode), jnp.mean(correct, axis=-1)
