@@ -37,9 +37,18 @@ class TrainState:
     es_state: Any
 
 
-def initial_params(config: Config) -> vsml.Params:
+def initial_params(
+    config: Config, num_features: int | None = None, num_outputs: int | None = None
+) -> vsml.Params:
+    """Initial meta-parameters of ``model.learner``; the baselines' sizes depend on the task."""
     key = jax.random.fold_in(jax.random.key(config.training.seed), INIT_STREAM)
-    return vsml.init_params(key, config.model)
+    if config.model.learner == "vsml":
+        return vsml.init_params(key, config.model)
+    if num_features is None or num_outputs is None:
+        raise ValueError(f"learner '{config.model.learner}' needs the task's input/output sizes")
+    from vsml_es.learners import init_learner_params
+
+    return init_learner_params(key, config.model, num_features, num_outputs)
 
 
 class Trainer:
@@ -60,7 +69,7 @@ class Trainer:
             spec, data = build_eval_spec(config)
         self.spec, self.data = spec, data
         self.evaluator = evaluator or LocalEvaluator(spec, data)
-        self.template = initial_params(config)
+        self.template = initial_params(config, spec.task.num_features, spec.task.num_outputs)
         self.strategy: Strategy = build_strategy(config.training, self.template)
         self.episode_ids = self.strategy.episode_ids()
         self._es_root = jax.random.fold_in(jax.random.key(config.training.seed), ES_STREAM)
