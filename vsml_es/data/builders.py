@@ -12,14 +12,12 @@ the sources first and hands over the decoded arrays, so a bad file fails before 
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import tensorflow_datasets as tfds
 from tqdm.auto import tqdm
 
 from vsml_es.data.registry import DatasetError
-from vsml_es.data.sources import IDX_SPECS, IdxSpec
+from vsml_es.data.sources import IdxSpec
 
 BUILD_VERSION = "1.0.0"
 Arrays = dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (images [N,H,W,C], labels [N])
@@ -89,10 +87,15 @@ class IdxBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                     bar.update(i + 1 - bar.n)
 
 
-@functools.cache
-def idx_builder_class(name: str) -> type[IdxBuilder]:
-    """The builder class of IDX dataset ``name`` (one subclass per dataset, made once)."""
-    spec = IDX_SPECS[name]
-    camel = "".join(part.capitalize() for part in name.split("_"))
-    return type(f"{camel}Idx", (IdxBuilder,), {"name": name, "SPEC": spec},
-                skip_registration=True)
+_CLASSES: dict[str, type[IdxBuilder]] = {}
+
+
+def idx_builder_class(spec: IdxSpec) -> type[IdxBuilder]:
+    """The builder class of an IDX dataset (one subclass per dataset name, made once)."""
+    cls = _CLASSES.get(spec.name)
+    if cls is None or cls.SPEC != spec:
+        camel = "".join(part.capitalize() for part in spec.name.split("_"))
+        cls = type(f"{camel}Idx", (IdxBuilder,), {"name": spec.name, "SPEC": spec},
+                   skip_registration=True)
+        _CLASSES[spec.name] = cls
+    return cls

@@ -16,6 +16,7 @@ Both use the paper's normalization stats (mean 0, std 1).
 
 from __future__ import annotations
 
+import functools
 import random as pyrandom
 from pathlib import Path
 
@@ -57,10 +58,9 @@ def load_digits(split: str, data_dir: Path | None = None) -> ArrayDataset:
                         info={"source": "sklearn.datasets.load_digits"})
 
 
-@register("mnist1d", description="MNIST-1D: 40-sample 1-D signals of 10 digit templates",
-          num_classes=10, example_shape=(40,), source="generated (mnist1d package, no download)")
-def load_mnist1d(split: str, data_dir: Path | None = None) -> ArrayDataset:
-    """The published MNIST-1D (default arguments, seed 42), generated offline.
+@functools.cache
+def _mnist1d_arrays() -> dict[str, np.ndarray]:
+    """The published MNIST-1D (default arguments, seed 42), generated once per process.
 
     ``make_dataset`` seeds numpy's and Python's global generators; both are restored after,
     so loading it never changes anyone else's random stream.
@@ -73,11 +73,22 @@ def load_mnist1d(split: str, data_dir: Path | None = None) -> ArrayDataset:
     finally:
         np.random.set_state(np_state)
         pyrandom.setstate(py_state)
-    train_x = np.asarray(data["x"], dtype=np.float32)
-    x = train_x if split == "train" else np.asarray(data["x_test"], dtype=np.float32)
-    y = np.asarray(data["y"] if split == "train" else data["y_test"], dtype=np.int32)
-    return ArrayDataset("mnist1d", split, x, y, num_classes=10, mean=float(train_x.mean()),
-                        std=float(train_x.std()), info={"source": "mnist1d.data.make_dataset"})
+    return {"train_x": np.asarray(data["x"], dtype=np.float32),
+            "train_y": np.asarray(data["y"], dtype=np.int32),
+            "test_x": np.asarray(data["x_test"], dtype=np.float32),
+            "test_y": np.asarray(data["y_test"], dtype=np.int32)}
+
+
+@register("mnist1d", description="MNIST-1D: 40-sample 1-D signals of 10 digit templates",
+          num_classes=10, example_shape=(40,), source="generated (mnist1d package, no download)")
+def load_mnist1d(split: str, data_dir: Path | None = None) -> ArrayDataset:
+    """MNIST-1D's 4000/1000 train/test split, generated offline (never its download)."""
+    arrays = _mnist1d_arrays()
+    train_x = arrays["train_x"]
+    return ArrayDataset("mnist1d", split, arrays[f"{split}_x"].copy(),
+                        arrays[f"{split}_y"].copy(), num_classes=10,
+                        mean=float(train_x.mean()), std=float(train_x.std()),
+                        info={"source": "mnist1d.data.make_dataset"})
 
 
 @register("random", description="20 fixed N(0,1) 28x28 inputs with random labels (memorize)",

@@ -104,7 +104,7 @@ def _idx_builder(spec: IdxSpec, data_dir: Path, **kwargs):
     from vsml_es.data.builders import idx_builder_class
 
     with _quiet_tfds():
-        return idx_builder_class(spec.name)(data_dir=str(data_dir), **kwargs)
+        return idx_builder_class(spec)(data_dir=str(data_dir), **kwargs)
 
 
 def _idx_not_prepared(spec: IdxSpec, data_dir: Path) -> str:
