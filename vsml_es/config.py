@@ -103,6 +103,15 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class CheckpointConfig:
+    """Resumable checkpoints in RUN_DIR/checkpoints: periodic, at the end, on SIGTERM/SIGINT."""
+
+    every: int = 10  # generations between periodic checkpoints
+    keep: int = 3  # newest checkpoints kept on disk (older ones are deleted)
+    keep_best: bool = True  # also keep the checkpoint with the lowest mean population fitness
+
+
+@dataclass(frozen=True)
 class Config:
     name: str = "experiment"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -111,6 +120,7 @@ class Config:
     metatest: MetaTestConfig = field(default_factory=MetaTestConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
 
 # --------------------------------------------------------------------------------------------
@@ -359,6 +369,8 @@ def validate(config: Config) -> None:
         ("metatest.mlp_hidden", mt.mlp_hidden),
         ("model.baseline_hidden", m.baseline_hidden),
         ("logging.log_every", config.logging.log_every),
+        ("checkpoint.every", config.checkpoint.every),
+        ("checkpoint.keep", config.checkpoint.keep),
     ]:
         _positive(path, value)
     for i, size in enumerate(m.hidden_layers):
