@@ -112,6 +112,23 @@ class CheckpointConfig:
 
 
 @dataclass(frozen=True)
+class DistributedConfig:
+    """Where the population is evaluated: in-process, a private local Ray, or a Ray cluster.
+
+    Fitness is identical in all three (vsml_es/distributed.py); only speed and fault tolerance
+    differ.
+    """
+
+    address: str | None = None  # None: private local Ray (loopback only); auto | HOST:PORT
+    workers: int | None = None  # Ray actors; None: one per cpus_per_worker CPUs; 0: in-process
+    cpus_per_worker: float = 1.0  # CPUs reserved per actor (also its XLA thread budget)
+    gpus_per_worker: float = 0.0  # GPUs per actor; a shard is spread over the actor's devices
+    shard_timeout_s: float = 900.0  # a shard running longer is presumed hung and re-sent
+    max_retries: int = 3  # re-sends of one shard before the run stops with the worker's error
+    startup_timeout_s: float = 120.0  # wait this long for the first actor to be placed
+
+
+@dataclass(frozen=True)
 class Config:
     name: str = "experiment"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -121,6 +138,7 @@ class Config:
     compare: CompareConfig = field(default_factory=CompareConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
 
 # --------------------------------------------------------------------------------------------
@@ -412,3 +430,37 @@ def validate(config: Config) -> None:
     from vsml_es.es import validate_strategy  # the strategy knows its own rules
 
     validate_strategy(config.training)
+    _validate_distributed(config.distributed)
+
+
+def _validate_distributed(d: DistributedConfig) -> None:
+    """Catch a bad address or resource request here, not minutes later inside Ray."""
+    if d.address is not None and d.address != "auto":
+        host, _, port = d.address.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(
+                f"Config key 'distributed.address' is '{d.address}'; use 'auto' (the cluster "
+                "started on this machine with 'ray start') or HOST:PORT of the head node, e.g. "
+                "10.0.0.5:6379 (--ray-address). Leave it unset for a private local Ray."
+            )
+    if d.workers is not None and d.workers < 0:
+        raise ConfigError(
+            f"Config key 'distributed.workers' must be 0 (in-process, no Ray) or a positive "
+            f"number of Ray workers, got {d.workers}."
+        )
+    if d.workers == 0 and d.address is not None:
+        raise ConfigError(
+            f"distributed.workers is 0 (in-process evaluation) but distributed.address is "
+            f"'{d.address}'. Drop --workers 0 to evaluate on that cluster, or drop the address."
+        )
+    _positive("distributed.cpus_per_worker", d.cpus_per_worker)
+    if d.gpus_per_worker < 0:
+        raise ConfigError(
+            f"Config key 'distributed.gpus_per_worker' must be >= 0, got {d.gpus_per_worker}."
+        )
+    _positive("distributed.shard_timeout_s", d.shard_timeout_s)
+    _positive("distributed.startup_timeout_s", d.startup_timeout_s)
+    if d.max_retries < 0:
+        raise ConfigError(
+            f"Config key 'distributed.max_retries' must be >= 0, got {d.max_retries}."
+        )
