@@ -41,6 +41,24 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class PreprocessConfig:
+    """Per-example input preprocessing on device (vsml_es/preprocess.py), in this order:
+    resize → normalize → pad → flatten → per-episode pixel shuffle → random projection."""
+
+    normalize: str = "dataset"  # dataset (train mean/std) | example | none
+    resize: tuple[int, ...] = ()  # [HEIGHT, WIDTH]: antialiased bilinear resize of images
+    pad_to: tuple[int, ...] = ()  # zero-pad every example to this shape (a common input shape)
+    classes: tuple[int, ...] = ()  # keep only these classes, relabelled 0..k-1 in this order
+    shuffle: str = "none"  # none | fresh | pool: random permutation of the input features
+    shuffle_fraction: float = 1.0  # share of episodes that are shuffled
+    shuffle_pool: int = 16  # size of the fixed pool ('pool')
+    projection: str = "none"  # none | fresh | pool: Glorot-uniform random linear projection
+    projection_fraction: float = 1.0  # share of episodes that are projected
+    projection_pool: int = 16  # size of the fixed pool ('pool')
+    pool_seed: int = 0  # the fixed pools are the same on every worker and after resume
+
+
+@dataclass(frozen=True)
 class TaskConfig:
     """Meta-training episodes: which data and how each episode is formed."""
 
@@ -51,6 +69,11 @@ class TaskConfig:
     permute_labels: bool = True  # fresh label permutation per episode
     fitness: str = "mean_loss"  # mean_loss | last_loss
     data_dir: str | None = None  # TFDS data dir for datasets that need one
+    # Meta-train on a mixture: NAME or NAME:SPLIT per entry, one drawn per episode (replaces
+    # 'dataset'); weights default to equal. All entries must preprocess to one input size.
+    mixture: tuple[str, ...] = ()
+    mixture_weights: tuple[float, ...] = ()
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
 
 @dataclass(frozen=True)
@@ -76,6 +99,9 @@ class MetaTestConfig:
     """Held-out evaluation after training (and for ``vsml-es evaluate``)."""
 
     datasets: tuple[str, ...] = ("digits:test",)  # NAME or NAME:SPLIT
+    # Shape preprocessing of the meta-test datasets (e.g. resize to the trained input size);
+    # augmentations (shuffle, projection) are normally off here.
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     episodes: int = 32
     steps: int = 200
     seed: int = 12345
@@ -174,6 +200,20 @@ def _unknown_key(path: str) -> ConfigError:
     )
 
 
+def _unknown_section(prefix: str, key: str, value: dict, hints: dict[str, Any]) -> ConfigError:
+    """'trainng.sigma' → suggest 'training.sigma': name the leaf the user wrote."""
+    leaf = next(iter(value))
+    full = f"{prefix}{key}.{leaf}"
+    sections = [name for name, tp in hints.items() if _is_section(tp)]
+    close = difflib.get_close_matches(key, sections, n=1, cutoff=0.5)
+    if close:
+        return ConfigError(
+            f"Unknown config key '{full}'. Did you mean '{prefix}{close[0]}.{leaf}'? Run "
+            "'vsml-es config --show' to list every key with its default."
+        )
+    return _unknown_key(full)
+
+
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin in (types.UnionType, typing.Union):
@@ -251,6 +291,8 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     for key, value in data.items():
         path = f"{prefix}{key}"
         if key not in hints:
+            if isinstance(value, dict) and value:
+                raise _unknown_section(prefix, key, value, hints)
             raise _unknown_key(path)
         tp = hints[key]
         if _is_section(tp):
@@ -370,6 +412,9 @@ def _positive(path: str, value: float) -> None:
 def validate(config: Config) -> None:
     """Checks that need more than types. Strategy checks live with the strategy (es.py)."""
     m, t, tr, mt = config.model, config.task, config.training, config.metatest
+    from vsml_es.preprocess import validate_task_config  # knows its own options
+
+    validate_task_config(t, mt)
     for path, value in [
         ("model.state_size", m.state_size),
         ("model.message_size", m.message_size),
@@ -424,13 +469,13 @@ def validate(config: Config) -> None:
             raise ConfigError(f"Config key '{path}' needs at least one learning rate.")
         for i, rate in enumerate(rates):
             _positive(f"{path}[{i}]", rate)
+    _validate_distributed(config.distributed)
     from vsml_es.learners import validate_learners  # the registries know their own names
 
     validate_learners(m.learner, mt.baselines, config.compare.learners)
     from vsml_es.es import validate_strategy  # the strategy knows its own rules
 
     validate_strategy(config.training)
-    _validate_distributed(config.distributed)
 
 
 def _validate_distributed(d: DistributedConfig) -> None:

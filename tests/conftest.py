@@ -1,0 +1,26 @@
+"""Shared fixtures: tiny configs so that every test compiles and runs in seconds."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Tests never touch the network and never pick up a user's running Ray cluster.
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+TINY = [
+    "training.population_size=8",
+    "training.generations=3",
+    "training.eval_chunk=4",
+    "task.episode_length=8",
+    "metatest.episodes=4",
+    "metatest.steps=12",
+    "metatest.sgd_tuning_episodes=2",
+    "logging.progress=false",
+]
+
+
+@pytest.fixture
+def tiny_overrides() -> list[str]:
+    return list(TINY)

@@ -1,0 +1,80 @@
+"""Every config mistake is caught before work starts, with a one-paragraph message and exit 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vsml_es.cli import main
+from vsml_es.config import ConfigError, load_config
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, " ".join(captured.err.split())  # the CLI wraps long messages
+
+
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("training.populaton_size=64", ["Unknown config key 'training.populaton_size'",
+                                        "Did you mean 'training.population_size'"]),
+        ("trainng.sigma=0.1", ["Unknown config key 'trainng.sigma'", "'training.sigma'"]),
+        ("training.population_size=abc", ["'training.population_size' expects int", "str"]),
+        ("model.backward_pass=3", ["'model.backward_pass' expects bool"]),
+        ("training.population_size=63", ["needs an even population", "64 or 62"]),
+        ("training.population_size=0", ["'training.population_size' must be positive"]),
+        ("task.episode_length=-5", ["'task.episode_length' must be positive"]),
+        ("training.sigma=0", ["'training.sigma' must be positive"]),
+        ("training.strategy=OpenES", ["Unknown ES strategy 'OpenES'", "Did you mean 'Open_ES'",
+                                      "SNES", "CMA_ES"]),
+        ("task.fitness=best", ["'task.fitness' is 'best'", "mean_loss, last_loss"]),
+        ("training.strategy_kwargs={bogus: 1}", ["does not accept", "bogus"]),
+        ("model.state_size=15", ["'model.state_size' must be even"]),
+    ],
+)
+def test_config_errors_exit_2_with_clear_message(capsys, override: str, expected: list[str]):
+    code, err = run_cli(capsys, "train", str(QUICKSTART), "--set", override)
+    assert code == 2
+    assert err.startswith("error: ")
+    assert "Traceback" not in err
+    flat = " ".join(err.split())
+    for text in expected:
+        assert text in flat, (text, flat)
+
+
+def test_missing_experiment_file(capsys, tmp_path: Path):
+    code, err = run_cli(capsys, "train", str(tmp_path / "nope.yaml"))
+    assert code == 2 and "does not exist" in err
+
+
+def test_bad_yaml_and_bad_section(tmp_path: Path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("training: 5\n")
+    with pytest.raises(ConfigError, match="'training' must be a mapping"):
+        load_config(bad)
+
+
+def test_override_without_equals_sign():
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        load_config(QUICKSTART, ["training.population_size"])
+
+
+def test_yaml_then_overrides_then_types():
+    config = load_config(QUICKSTART, ["training.sigma=1", "model.hidden_layers=[8, 4]"])
+    assert config.training.sigma == 1.0 and isinstance(config.training.sigma, float)
+    assert config.model.hidden_layers == (8, 4)
+    assert config.training.population_size == 64  # from the YAML file
+    assert config.metatest.episodes == 32
+
+
+def test_odd_population_fine_for_non_antithetic_strategy():
+    config = load_config(None, ["training.strategy=SNES", "training.population_size=7"])
+    assert config.training.population_size == 7
