@@ -220,7 +220,8 @@ def compare_methods(
     summaries = []
     for ref in datasets:
         task, data = load_task(
-            ref, "test", steps, t.num_classes, t.permute_labels, t.data_dir, num_features
+            ref, "test", steps, t.num_classes, t.permute_labels, t.data_dir, num_features,
+            preprocess=mt.preprocess,
         )
         all_curves = [
             learner_curves(m.params, m.model, task, data, episodes, mt.seed, m.label)
@@ -317,7 +318,7 @@ def plot_curves(path: Path, curves: list[Curves]) -> None:
         mean = np.array([v.mean() for v in per_step])
         err = np.array([ci95(v) for v in per_step])
         ax.plot(x, mean, label=c.method)
-        ax.fill_between(x, mean - err, mean + err, alpha=0.2)
+        ax.fill_between(x, np.clip(mean - err, 0, 1), np.clip(mean + err, 0, 1), alpha=0.2)
     ax.set_xscale("log")
     ax.set_xlabel("inner step (examples seen)")
     ax.set_ylabel(f"online accuracy (steps within ±{WINDOW:.0%})")

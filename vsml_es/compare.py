@@ -1,0 +1,86 @@
+"""``compare``: meta-train every meta-learner with the same ES budget, then meta-test them all
+beside tuned SGD/Adam baselines on identical streams.
+
+Each learner trains in its own run directory through the ordinary trainer (so evaluators,
+Ray and checkpoints are shared with VSML). A learner whose run directory already holds final
+parameters from the same config is reused, so an interrupted comparison picks up where it
+stopped instead of retraining what finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from vsml_es.config import Config, config_to_dict
+from vsml_es.learners import get_learner
+from vsml_es.metatest import MetaLearned, compare_methods, format_table
+
+TIMING_FILE = "train_seconds.json"
+
+
+def learner_config(config: Config, learner: str) -> Config:
+    """The experiment with ``model.learner`` swapped; ES settings and budget unchanged."""
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, learner=learner))
+
+
+def _finished_params(run_dir: Path, config: Config) -> tuple[Any, dict] | None:
+    """Final parameters of an earlier, identical run in ``run_dir`` (None if absent/different)."""
+    from vsml_es.params_io import load_params
+
+    path = run_dir / "params.npz"
+    if not path.is_file():
+        return None
+    params, meta = load_params(path)
+    if meta.get("config") != config_to_dict(config):
+        return None
+    if meta.get("generation") != config.training.generations:
+        return None
+    return params, meta
+
+
+def train_learner(config: Config, run_dir: Path) -> tuple[Any, int, float, bool]:
+    """(params, num_features, seconds, reused): meta-train one learner, or reuse a finished run."""
+    from vsml_es.trainer import Trainer
+
+    found = _finished_params(run_dir, config)
+    if found is not None:
+        params, meta = found
+        timing = run_dir / TIMING_FILE
+        seconds = json.loads(timing.read_text())["train_seconds"] if timing.is_file() else 0.0
+        return params, int(meta["num_features"]), float(seconds), True
+    started = time.perf_counter()
+    trainer = Trainer(config, run_dir)
+    state = trainer.run()
+    seconds = time.perf_counter() - started
+    (run_dir / TIMING_FILE).write_text(json.dumps({"train_seconds": seconds}) + "\n")
+    return trainer.mean_params(state), trainer.spec.task.num_features, seconds, False
+
+
+def run_compare(config: Config, out_dir: Path, log: Any = print) -> tuple[list[dict], dict]:
+    """Meta-train ``compare.learners``, meta-test everything; returns (summaries, timing)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    learners, timing = [], {}
+    num_features = None
+    for name in config.compare.learners:
+        cfg = learner_config(config, name)
+        log(f"meta-training {name} ({config.training.generations} generations, population "
+            f"{config.training.population_size}) in {out_dir / ('train_' + name)}")
+        params, features, seconds, reused = train_learner(cfg, out_dir / f"train_{name}")
+        log(f"  {name}: {'reused finished run' if reused else f'{seconds / 60:.1f} min'}")
+        timing[name] = {"train_seconds": seconds, "reused": reused}
+        num_features = num_features or features
+        learners.append(MetaLearned(get_learner(name).label, params, cfg.model))
+    started = time.perf_counter()
+    log("meta-testing " + ", ".join(config.metatest.datasets))
+    summaries = compare_methods(learners, config, out_dir / "metatest", num_features=num_features)
+    timing["metatest_seconds"] = time.perf_counter() - started
+    (out_dir / "timing.json").write_text(json.dumps(timing, indent=2) + "\n")
+    return summaries, timing
+
+
+__all__ = ["format_table", "learner_config", "run_compare", "train_learner"]
