@@ -17,7 +17,7 @@ import numpy as np
 
 from vsml_es.config import Config, ModelConfig
 from vsml_es.episodes import population_fitness
-from vsml_es.tasks import Task, TaskData, load_task
+from vsml_es.tasks import Task, TaskData, build_task
 
 
 class Evaluation(NamedTuple):
@@ -52,9 +52,7 @@ class EvalSpec:
 
 def build_eval_spec(config: Config) -> tuple[EvalSpec, TaskData]:
     t = config.task
-    task, data = load_task(
-        t.dataset, t.split, t.episode_length, t.num_classes, t.permute_labels, t.data_dir
-    )
+    task, data = build_task(t)  # one dataset or a mixture, preprocessed
     spec = EvalSpec(config.model, task, t.fitness, config.training.seed, config.training.eval_chunk)
     return spec, data
 

@@ -8,13 +8,18 @@ from (seed, generation, episode id) without receiving data.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from vsml_es import preprocess as pre
+from vsml_es.config import PreprocessConfig, TaskConfig
 from vsml_es.data import ArrayDataset, DatasetError, load_dataset
+
+_TRANSFORM_TAG = 7  # folded into the episode key for the input transforms (keeps other streams)
 
 
 class TaskData(NamedTuple):
@@ -27,6 +32,7 @@ class TaskData(NamedTuple):
 class EpisodeSpec(NamedTuple):
     indices: jax.Array  # [T] example indices into TaskData
     label_perm: jax.Array  # [dataset_classes] label permutation
+    transform: pre.InputTransform | None = None  # per-episode pixel shuffle / projection
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,8 @@ class Task:
     permute_labels: bool
     mean: float
     std: float
+    preprocess: PreprocessConfig = PreprocessConfig()
+    transforms: bool = True  # draw per-episode input transforms (a mixture draws its own)
 
     def episode(self, key: jax.Array) -> EpisodeSpec:
         k_idx, k_perm = jax.random.split(key)
@@ -51,18 +59,80 @@ class Task:
         else:
             indices = jax.random.randint(k_idx, (self.episode_length,), 0, self.num_examples)
         if self.permute_labels:
-            perm = jax.random.permutation(k_perm, self.dataset_classes)
+            perm = pre.permute_labels(k_perm, self.dataset_classes)
         else:
-            perm = jnp.arange(self.dataset_classes)
-        return EpisodeSpec(indices.astype(jnp.int32), perm.astype(jnp.int32))
+            perm = jnp.arange(self.dataset_classes, dtype=jnp.int32)
+        transform = None
+        if self.transforms and pre.has_transforms(self.preprocess):
+            transform = pre.episode_transform(jax.random.fold_in(key, _TRANSFORM_TAG),
+                                              self.preprocess, self.num_features)
+        return EpisodeSpec(indices.astype(jnp.int32), perm, transform)
 
     def example(
         self, data: TaskData, spec: EpisodeSpec, t: jax.Array
     ) -> tuple[jax.Array, jax.Array]:
-        """The t-th (features, label) of the episode, normalized and flattened."""
+        """The t-th (features, label) of the episode, preprocessed and flattened."""
         i = spec.indices[t]
-        x = (data.x[i].astype(jnp.float32).reshape(-1) - self.mean) / self.std
+        x = pre.prepare_example(data.x[i], self.preprocess, self.mean, self.std)
+        if spec.transform is not None:
+            x = pre.apply_transform(x, spec.transform)
         y = spec.label_perm[data.y[i]]
+        return x, y
+
+
+class MixtureSpec(NamedTuple):
+    choice: jax.Array  # which dataset this episode comes from
+    parts: tuple[EpisodeSpec, ...]  # an episode of every dataset; ``choice`` picks one
+    transform: pre.InputTransform | None
+
+
+@dataclass(frozen=True)
+class MixtureTask:
+    """Episodes from one of several datasets, drawn per episode with the given weights.
+
+    Same interface as :class:`Task`; its data is a tuple with one TaskData per dataset. All
+    datasets are preprocessed to the same number of features (checked when built).
+    """
+
+    name: str
+    parts: tuple[Task, ...]
+    weights: tuple[float, ...]
+    preprocess: PreprocessConfig
+
+    @property
+    def num_features(self) -> int:
+        return self.parts[0].num_features
+
+    @property
+    def num_outputs(self) -> int:
+        return self.parts[0].num_outputs
+
+    @property
+    def episode_length(self) -> int:
+        return self.parts[0].episode_length
+
+    def episode(self, key: jax.Array) -> MixtureSpec:
+        k_choice, k_parts = jax.random.split(key)
+        p = jnp.asarray(self.weights, jnp.float32) / sum(self.weights)
+        choice = jax.random.choice(k_choice, len(self.parts), p=p)
+        parts = tuple(part.episode(jax.random.fold_in(k_parts, j))
+                      for j, part in enumerate(self.parts))
+        transform = None
+        if pre.has_transforms(self.preprocess):
+            transform = pre.episode_transform(jax.random.fold_in(key, _TRANSFORM_TAG),
+                                              self.preprocess, self.num_features)
+        return MixtureSpec(choice.astype(jnp.int32), parts, transform)
+
+    def example(
+        self, data: tuple[TaskData, ...], spec: MixtureSpec, t: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
+        branches = [
+            (lambda d, s, step, j=j: self.parts[j].example(d[j], s[j], step))
+            for j in range(len(self.parts))
+        ]
+        x, y = jax.lax.switch(spec.choice, branches, data, spec.parts, t)
+        if spec.transform is not None:
+            x = pre.apply_transform(x, spec.transform)
         return x, y
 
 
@@ -73,25 +143,38 @@ def parse_dataset_ref(ref: str, default_split: str) -> tuple[str, str]:
 
 
 def make_task(
-    dataset: ArrayDataset, episode_length: int, num_outputs: int, permute_labels: bool
+    dataset: ArrayDataset,
+    episode_length: int,
+    num_outputs: int,
+    permute_labels: bool,
+    preprocess: PreprocessConfig | None = None,
+    transforms: bool = True,
 ) -> tuple[Task, TaskData]:
-    if dataset.num_classes > num_outputs:
+    cfg = preprocess or PreprocessConfig()
+    x, y, classes = dataset.x, dataset.y, dataset.num_classes
+    if cfg.classes:
+        x, y = pre.filter_classes(x, y, tuple(cfg.classes), classes, dataset.name)
+        classes = len(cfg.classes)
+    if classes > num_outputs:
         raise DatasetError(
-            f"Dataset '{dataset.name}' has {dataset.num_classes} classes but the network has "
-            f"{num_outputs} outputs. Set task.num_classes to at least {dataset.num_classes}."
+            f"Dataset '{dataset.name}' has {classes} classes but the network has "
+            f"{num_outputs} outputs. Set task.num_classes to at least {classes}."
         )
+    shape = pre.output_shape(dataset.name, dataset.example_shape, cfg)
     task = Task(
         name=f"{dataset.name}:{dataset.split}",
-        num_examples=len(dataset),
-        num_features=dataset.num_features,
-        dataset_classes=dataset.num_classes,
+        num_examples=len(x),
+        num_features=math.prod(shape),
+        dataset_classes=classes,
         num_outputs=num_outputs,
         episode_length=episode_length,
         permute_labels=permute_labels,
         mean=float(dataset.mean),
         std=float(dataset.std) or 1.0,
+        preprocess=cfg,
+        transforms=transforms,
     )
-    data = TaskData(jnp.asarray(dataset.x), jnp.asarray(dataset.y, dtype=jnp.int32))
+    data = TaskData(jnp.asarray(x), jnp.asarray(y, dtype=jnp.int32))
     return task, data
 
 
@@ -103,15 +186,62 @@ def load_task(
     permute_labels: bool = True,
     data_dir: str | None = None,
     num_features: int | None = None,
+    preprocess: PreprocessConfig | None = None,
 ) -> tuple[Task, TaskData]:
     """Load a dataset by reference and wrap it as a task; checks the input size fits."""
     name, split = parse_dataset_ref(ref, default_split)
     dataset = load_dataset(name, split, data_dir)
-    task, data = make_task(dataset, episode_length, num_outputs, permute_labels)
+    task, data = make_task(dataset, episode_length, num_outputs, permute_labels, preprocess)
     if num_features is not None and task.num_features != num_features:
         raise DatasetError(
-            f"Dataset '{ref}' has {task.num_features} input features but the meta-learned "
-            f"network was built for {num_features}. Choose a dataset with {num_features} "
-            "features or preprocess it to that size."
+            f"Dataset '{ref}' has {task.num_features} input features (shape "
+            f"{dataset.example_shape}) but the meta-learned network was built for "
+            f"{num_features}. Choose a dataset with {num_features} features or preprocess it "
+            "to that size (e.g. metatest.preprocess.resize or pad_to)."
         )
     return task, data
+
+
+def load_mixture_task(
+    refs: tuple[str, ...],
+    weights: tuple[float, ...],
+    default_split: str,
+    episode_length: int,
+    num_outputs: int,
+    permute_labels: bool = True,
+    data_dir: str | None = None,
+    preprocess: PreprocessConfig | None = None,
+) -> tuple[MixtureTask, tuple[TaskData, ...]]:
+    """Several datasets, one drawn per episode; all must preprocess to one input size."""
+    cfg = preprocess or PreprocessConfig()
+    parts, datas, shapes = [], [], []
+    for ref in refs:
+        name, split = parse_dataset_ref(ref, default_split)
+        dataset = load_dataset(name, split, data_dir)
+        task, data = make_task(dataset, episode_length, num_outputs, permute_labels, cfg,
+                               transforms=False)
+        parts.append(task)
+        datas.append(data)
+        shapes.append(f"{ref}: {dataset.example_shape} -> {task.num_features}")
+    if len({p.num_features for p in parts}) > 1:
+        raise DatasetError(
+            "The datasets of task.mixture preprocess to different input sizes ("
+            + "; ".join(shapes) + "). Give them a common shape with task.preprocess.resize "
+            "and/or task.preprocess.pad_to."
+        )
+    weights = tuple(float(w) for w in weights) or (1.0,) * len(refs)
+    name = "mixture(" + ",".join(p.name for p in parts) + ")"
+    return MixtureTask(name, tuple(parts), weights, cfg), tuple(datas)
+
+
+def build_task(
+    config: TaskConfig, episode_length: int | None = None
+) -> tuple[Task | MixtureTask, TaskData | tuple[TaskData, ...]]:
+    """The meta-training task of ``config``: one dataset, or a mixture."""
+    length = episode_length or config.episode_length
+    if config.mixture:
+        return load_mixture_task(config.mixture, config.mixture_weights, config.split, length,
+                                 config.num_classes, config.permute_labels, config.data_dir,
+                                 config.preprocess)
+    return load_task(config.dataset, config.split, length, config.num_classes,
+                     config.permute_labels, config.data_dir, preprocess=config.preprocess)
