@@ -255,10 +255,13 @@ def format_table(summaries: list[dict]) -> str:
     if not summaries:
         return "(no results)"
     steps = [k[4:] for k in summaries[0] if k.startswith("acc@") and not k.endswith("_ci95")]
-    header = ["dataset", "method", *[f"acc @{s}" for s in steps], "mean loss"]
+    header = ["dataset", "method", "acc first 25%", "acc last 25%",
+              *[f"acc @{s}" for s in steps], "mean loss"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for s in summaries:
         cells = [s["dataset"], s["method"]]
+        cells += [f"{100 * s[f'acc_{q}_quarter']:.1f} ± {100 * s[f'acc_{q}_quarter_ci95']:.1f}"
+                  for q in ("first", "last")]
         cells += [f"{100 * s[f'acc@{k}']:.1f} ± {100 * s[f'acc@{k}_ci95']:.1f}" for k in steps]
         cells.append(f"{s['mean_loss']:.3f} ± {s['mean_loss_ci95']:.3f}")
         lines.append("| " + " | ".join(cells) + " |")
