@@ -18,11 +18,13 @@ import numpy as np
 import yaml
 
 from vsml_es import vsml
+from vsml_es.checkpoint import Checkpoint, CheckpointError, Snapshot, prune, save_checkpoint
 from vsml_es.config import Config, config_to_dict
 from vsml_es.es import Strategy, build_strategy, sanitize_fitness
 from vsml_es.evaluator import EvalSpec, Evaluator, LocalEvaluator, build_eval_spec
 from vsml_es.metrics import MetricsLog
-from vsml_es.params_io import save_params
+from vsml_es.params_io import atomic_write_bytes, save_params
+from vsml_es.signals import GenerationAbandoned, StopSignals, TrainingInterrupted
 from vsml_es.tasks import TaskData
 
 # Stream tags folded into the run seed, so ES noise, initial parameters and episode data never
@@ -74,6 +76,7 @@ class Trainer:
         self.episode_ids = self.strategy.episode_ids()
         self._es_root = jax.random.fold_in(jax.random.key(config.training.seed), ES_STREAM)
         self.last_row: dict[str, Any] = {}
+        self._checkpointed: int | None = None  # generation of the newest checkpoint on disk
 
     # -- state -------------------------------------------------------------------------------
 
@@ -84,6 +87,50 @@ class Trainer:
 
     def mean_params(self, state: TrainState) -> vsml.Params:
         return self.strategy.algorithm.get_mean(state.es_state)
+
+    def restore(self, checkpoint: Checkpoint) -> TrainState:
+        """Continue exactly where ``checkpoint`` stopped: ES state, ES params, RNG key."""
+        es_state = checkpoint.es_state(self.initial_state().es_state)
+        self.strategy.params = checkpoint.es_params(self.strategy.params)
+        saved_key = jax.random.key_data(checkpoint.rng_key())
+        if not np.array_equal(saved_key, jax.random.key_data(self._es_root)):
+            raise CheckpointError(
+                f"its ES key differs from this run's (checkpoint PRNG "
+                f"'{checkpoint.meta.get('rng_key_impl')}', this process "
+                f"'{jax.random.key_impl(self._es_root)}'): resume with the JAX PRNG settings "
+                "the run was started with"
+            )
+        self._checkpointed = checkpoint.generation
+        return TrainState(checkpoint.generation, es_state)
+
+    def run_info(self) -> dict[str, Any]:
+        """What a parameter file or checkpoint must carry to be used without the dataset."""
+        task = self.spec.task
+        return {
+            "config": config_to_dict(self.config),
+            "num_features": task.num_features,
+            "num_outputs": task.num_outputs,
+            # Statistics behind task.preprocess.normalize='dataset' (one entry per dataset).
+            "input_stats": [{"dataset": part.name, "mean": part.mean, "std": part.std}
+                            for part in getattr(task, "parts", (task,))],
+        }
+
+    def save_checkpoint(self, state: TrainState, log: MetricsLog) -> Path:
+        """Checkpoint ``state`` with the metrics position it matches; keep the last K + best."""
+        snapshot = Snapshot(
+            generation=state.generation,
+            es_state=state.es_state,
+            es_params=self.strategy.params,
+            rng_key=self._es_root,
+            mean_params=self.mean_params(state),
+            info={**self.run_info(), "metrics_position": log.position(),
+                  "fitness": self.last_row.get("fitness_mean")},
+        )
+        path = save_checkpoint(self.run_dir, snapshot)
+        self._checkpointed = state.generation
+        ckpt = self.config.checkpoint
+        prune(self.run_dir, ckpt.keep, ckpt.keep_best)
+        return path
 
     # -- one generation ------------------------------------------------------------------------
 
@@ -120,29 +167,59 @@ class Trainer:
     # -- the loop --------------------------------------------------------------------------------
 
     def run(self, state: TrainState | None = None, progress: bool | None = None) -> TrainState:
+        """Train to ``training.generations``; checkpoint every ``checkpoint.every`` and at the end.
+
+        On SIGTERM/SIGINT the generation in flight finishes (a second signal abandons it), the
+        last completed generation is checkpointed and :class:`TrainingInterrupted` is raised.
+        """
         state = state or self.initial_state()
         total = self.config.training.generations
+        every = self.config.checkpoint.every
         self.write_config()
         log = MetricsLog(self.run_dir)
         bar = _ProgressBar(total, state.generation, progress, self.config.logging.progress)
-        try:
-            while state.generation < total:
-                state, row = self.step(state)
-                if state.generation % self.config.logging.log_every == 0 or (
-                    state.generation == total
-                ):
-                    log.write(row)
-                self.last_row = row
-                bar.update(row, self.evaluator.status())
-        finally:
-            bar.close()
+        with StopSignals() as stop:
+            try:
+                while state.generation < total and stop.requested is None:
+                    with stop.abandonable():
+                        new_state, row = self.step(state)
+                    g = new_state.generation
+                    if g % self.config.logging.log_every == 0 or g == total:
+                        log.write(row)
+                    state, self.last_row = new_state, row
+                    bar.update(row, self.evaluator.status())
+                    if g % every == 0 or g == total:
+                        self.save_checkpoint(state, log)
+            except GenerationAbandoned:
+                pass
+            except BaseException:
+                self._save_on_crash(state, log)
+                log.close()
+                raise
+            finally:
+                bar.close()
+            path = None
+            if self._checkpointed != state.generation:
+                path = self.save_checkpoint(state, log)
             log.close()
+            if stop.requested is not None:
+                raise TrainingInterrupted(stop.requested, state.generation, path)
         self.save_final(state)
         return state
 
+    def _save_on_crash(self, state: TrainState, log: MetricsLog) -> None:
+        """Best effort: keep the last completed generation when something else went wrong."""
+        if self._checkpointed == state.generation:
+            return
+        try:
+            path = self.save_checkpoint(state, log)
+            print(f"saved checkpoint {path} before stopping", file=sys.stderr)
+        except Exception as err:  # the original error matters more than this one
+            print(f"warning: could not save a checkpoint while stopping: {err}", file=sys.stderr)
+
     def write_config(self) -> None:
-        path = self.run_dir / "config.yaml"
-        path.write_text(yaml.safe_dump(config_to_dict(self.config), sort_keys=False))
+        text = yaml.safe_dump(config_to_dict(self.config), sort_keys=False)
+        atomic_write_bytes(self.run_dir / "config.yaml", text.encode())
 
     def save_final(self, state: TrainState) -> Path:
         path = self.run_dir / "params.npz"
@@ -153,9 +230,7 @@ class Trainer:
                 "format": "vsml-es-params",
                 "version": 1,
                 "generation": state.generation,
-                "config": config_to_dict(self.config),
-                "num_features": self.spec.task.num_features,
-                "num_outputs": self.spec.task.num_outputs,
+                **self.run_info(),
             },
         )
         return path

@@ -1,12 +1,18 @@
-"""``vsml-es train EXPERIMENT.yaml [--set k=v]... [--run-dir DIR]``"""
+"""``vsml-es train EXPERIMENT.yaml [--set k=v]... [--run-dir DIR]`` or ``--resume RUN_DIR``"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vsml_es.config import Config, load_config
+
+if TYPE_CHECKING:
+    from vsml_es.resume import ResumePlan
+    from vsml_es.trainer import Trainer, TrainState
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -15,12 +21,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Meta-train with ES, write metrics and parameters to a run directory, "
         "then meta-test the result on held-out data.",
     )
-    p.add_argument("experiment", help="experiment YAML file, e.g. experiments/quickstart.yaml")
+    p.add_argument("experiment", nargs="?", default=None,
+                   help="experiment YAML file, e.g. experiments/quickstart.yaml (optional with "
+                   "--resume: then it must match the run's config up to safe keys)")
     add_config_args(p)
     p.add_argument("--run-dir", type=Path, default=None,
                    help="where to write the run (default: runs/NAME-TIMESTAMP)")
-    p.add_argument("--no-metatest", action="store_true", help="skip the final meta-test")
+    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR from its newest valid checkpoint "
+                   "(same as 'vsml-es resume RUN_DIR')")
+    add_run_args(p)
     p.set_defaults(func=run)
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    """Options of the training loop, shared by ``train`` and ``resume``."""
+    p.add_argument("--no-metatest", action="store_true", help="skip the final meta-test")
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
@@ -34,15 +50,51 @@ def default_run_dir(config: Config) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vsml_es.metatest import format_table, meta_test
-    from vsml_es.trainer import Trainer
+    from vsml_es.cli import UserError
+    from vsml_es.resume import check_new_run_dir
 
+    if args.resume is not None:
+        if args.run_dir is not None and Path(args.run_dir) != Path(args.resume):
+            raise UserError("--resume RUN_DIR continues in RUN_DIR itself; drop --run-dir.")
+        requested = load_config(args.experiment, args.overrides) if args.experiment else None
+        return resume_run(args.resume, args, requested)
+    if args.experiment is None:
+        raise UserError("Give an experiment file, e.g. 'vsml-es train experiments/quickstart.yaml'"
+                        ", or continue a run with 'vsml-es train --resume RUN_DIR'.")
     config = load_config(args.experiment, args.overrides)
     run_dir = args.run_dir or default_run_dir(config)
+    check_new_run_dir(run_dir)
     print(f"run directory: {run_dir}")
+    return train_and_test(config, Path(run_dir), args)
+
+
+def resume_run(run_dir: Path, args: argparse.Namespace, requested: Config | None = None) -> int:
+    """Resume with ``requested`` (from an experiment file) or the run's config + --set."""
+    from vsml_es.resume import plan_resume
+
+    plan = plan_resume(run_dir, requested, args.overrides if requested is None else ())
+    return train_and_test(plan.config, Path(run_dir), args, plan)
+
+
+def train_and_test(
+    config: Config, run_dir: Path, args: argparse.Namespace, resume: ResumePlan | None = None
+) -> int:
+    """Meta-train (from scratch or a resume plan), then meta-test; 128+N if stopped by signal N."""
+    from vsml_es.metatest import format_table, meta_test
+    from vsml_es.signals import TrainingInterrupted
+    from vsml_es.trainer import Trainer
+
     trainer = Trainer(config, run_dir)
+    state = None
+    if resume is not None:
+        state = restore(trainer, resume)
     started = time.perf_counter()
-    state = trainer.run()
+    try:
+        state = trainer.run(state)
+    except TrainingInterrupted as stop:
+        print(f"stopped by {stop.signal_name} after generation {stop.generation} (checkpoint "
+              f"saved). Resume with: vsml-es resume {run_dir}", file=sys.stderr)
+        return stop.exit_code
     minutes = (time.perf_counter() - started) / 60
     print(f"meta-training: {state.generation} generations in {minutes:.1f} min; "
           f"final mean fitness {trainer.last_row.get('fitness_mean', float('nan')):.4f}")
@@ -52,3 +104,20 @@ def run(args: argparse.Namespace) -> int:
         print(format_table(summaries))
         print(f"learning curves: {Path(run_dir) / 'metatest'}")
     return 0
+
+
+def restore(trainer: Trainer, plan: ResumePlan) -> TrainState | None:
+    """Load the plan's checkpoint into ``trainer`` and cut the metrics logs back to it."""
+    from vsml_es.checkpoint import CheckpointError
+    from vsml_es.cli import UserError
+    from vsml_es.resume import rewind_metrics
+
+    state = None
+    if plan.checkpoint is not None:
+        try:
+            state = trainer.restore(plan.checkpoint)
+        except CheckpointError as err:
+            raise UserError(f"Cannot resume from {plan.checkpoint.path}: {err}.") from None
+        print(f"resuming from generation {state.generation} ({plan.checkpoint.path})")
+    rewind_metrics(trainer.run_dir, plan.checkpoint)
+    return state

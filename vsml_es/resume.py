@@ -1,0 +1,174 @@
+"""Deciding how to resume a run: which checkpoint, which config, what to warn about.
+
+A resumed run must compute exactly what the uninterrupted run would have, so its config may
+differ from the run's only in keys that cannot change the meta-training trajectory.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vsml_es.checkpoint import Checkpoint, checkpoint_dirs, latest_checkpoint, versions
+from vsml_es.cli import UserError
+from vsml_es.config import Config, ConfigError, config_from_dict, config_to_dict, replace
+from vsml_es.metrics import truncate_metrics
+
+# Keys (exact, or a section ending in ".") that may change on resume: they decide how long to
+# train, what is logged or checkpointed, where it runs and how the result is meta-tested,
+# never which numbers the generations compute.
+SAFE_TO_CHANGE = (
+    "name",
+    "training.generations",
+    "logging.",
+    "checkpoint.",
+    "distributed.",
+    "metatest.",
+    "compare.",
+)
+# A different version of these may compute different floats: resume warns.
+VERSION_SENSITIVE = ("jax", "jaxlib", "evosax", "numpy")
+
+Report = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class ResumeError(UserError):
+    """The run cannot be resumed (or started) as asked; the message says why and what to do."""
+
+
+def is_safe(path: str) -> bool:
+    return any(path == key or (key.endswith(".") and path.startswith(key))
+               for key in SAFE_TO_CHANGE)
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        flat: dict[str, Any] = {}
+        for key, value in tree.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): tree}
+
+
+def config_differences(old: Config, new: Config) -> list[tuple[str, Any, Any]]:
+    """(key, old value, new value) for every leaf that differs, in config order."""
+    a, b = _flatten(config_to_dict(old)), _flatten(config_to_dict(new))
+    keys = list(a) + [k for k in b if k not in a]
+    return [(k, a.get(k), b.get(k)) for k in keys if a.get(k) != b.get(k)]
+
+
+def _format(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix(
+        "\n...").removesuffix(" ...")
+
+
+@dataclass
+class ResumePlan:
+    config: Config
+    checkpoint: Checkpoint | None  # None: no valid checkpoint, start again at generation 0
+
+
+def run_config(run_dir: Path, checkpoint: Checkpoint | None) -> Config:
+    """The run's own resolved config: from the checkpoint, else from RUN_DIR/config.yaml."""
+    if checkpoint is not None:
+        source, data = f"checkpoint {checkpoint.path}", checkpoint.meta.get("config")
+    else:
+        path = Path(run_dir) / "config.yaml"
+        if not path.is_file():
+            raise ResumeError(
+                f"'{run_dir}' holds no vsml-es run to resume (no valid checkpoint and no "
+                "config.yaml). Start a run with: vsml-es train EXPERIMENT.yaml --run-dir "
+                f"{run_dir}"
+            )
+        source = str(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ResumeError(f"{source} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ResumeError(f"{source} holds no config mapping.")
+    try:
+        return config_from_dict(data)
+    except ConfigError as err:
+        raise ResumeError(
+            f"The config stored in {source} is not valid for this vsml-es version: {err}"
+        ) from None
+
+
+def plan_resume(
+    run_dir: Path,
+    requested: Config | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    report: Report = _stderr,
+) -> ResumePlan:
+    """Newest valid checkpoint + the config to continue with, or a :class:`ResumeError`.
+
+    ``requested`` is a config built from an experiment file (``train EXP --resume``); without
+    one the run's own config is used, with ``overrides`` applied.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ResumeError(f"Run directory '{run_dir}' does not exist.")
+    checkpoint = latest_checkpoint(run_dir, report)
+    saved = run_config(run_dir, checkpoint)
+    config = requested if requested is not None else replace(saved, list(overrides))
+    changes = config_differences(saved, config)
+    refused = [c for c in changes if not is_safe(c[0])]
+    if refused:
+        listed = "; ".join(f"{k}: {_format(a)} (run) -> {_format(b)} (now)" for k, a, b in refused)
+        raise ResumeError(
+            f"Cannot resume '{run_dir}' with a changed config; these keys differ from the "
+            f"run's: {listed}. Only these may change on resume: "
+            f"{', '.join(k + '*' if k.endswith('.') else k for k in SAFE_TO_CHANGE)}. "
+            "Undo the changes, or start a new run in another directory."
+        )
+    for key, old, new in changes:
+        report(f"resuming with {key} changed: {_format(old)} -> {_format(new)}")
+    if checkpoint is None:
+        report(f"no valid checkpoint in '{run_dir}': starting again from generation 0.")
+        return ResumePlan(config, None)
+    if checkpoint.generation > config.training.generations:
+        raise ResumeError(
+            f"The run is already at generation {checkpoint.generation}, beyond "
+            f"training.generations={config.training.generations}. To train longer, pass "
+            f"--set training.generations=N with N >= {checkpoint.generation}."
+        )
+    for warning in version_warnings(checkpoint.meta.get("versions", {})):
+        report(warning)
+    return ResumePlan(config, checkpoint)
+
+
+def check_new_run_dir(run_dir: Path) -> None:
+    """A fresh run never writes into another run's directory (its checkpoints would mix)."""
+    run_dir = Path(run_dir)
+    if checkpoint_dirs(run_dir) or (run_dir / "metrics.jsonl").exists():
+        raise ResumeError(
+            f"'{run_dir}' already holds a run. Continue it with 'vsml-es resume {run_dir}', "
+            "or choose another --run-dir."
+        )
+
+
+def version_warnings(saved: dict[str, str]) -> list[str]:
+    now = versions()
+    return [
+        f"warning: the checkpoint was written with {name} {saved[name]}, this is {now[name]}; "
+        "the resumed run may differ in the last bits from an uninterrupted one."
+        for name in VERSION_SENSITIVE
+        if name in saved and saved[name] != now.get(name)
+    ]
+
+
+def rewind_metrics(run_dir: Path, checkpoint: Checkpoint | None, report: Report = _stderr) -> None:
+    """Cut metrics.jsonl/csv back to the checkpoint (to nothing without one)."""
+    position = checkpoint.meta.get("metrics_position", {}) if checkpoint else {}
+    for warning in truncate_metrics(run_dir, position):
+        report(f"warning: {warning}")
