@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +49,14 @@ def load_params(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         raise UserError(f"Parameter file '{path}' does not exist.")
     try:
         with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (ValueError, OSError) as err:
+            arrays = {k: z[k] for k in z.files}  # reading checks every member's CRC-32
+        meta_raw = arrays.pop(META_KEY, None)
+        meta = json.loads(meta_raw.tobytes().decode()) if meta_raw is not None else {}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
         raise UserError(
-            f"'{path}' is not a vsml-es parameter file (npz without pickle): {err}"
+            f"'{path}' is not a readable vsml-es parameter file (npz without pickle; it may be "
+            f"truncated or corrupt): {err}"
         ) from None
-    meta_raw = arrays.pop(META_KEY, None)
-    meta = json.loads(meta_raw.tobytes().decode()) if meta_raw is not None else {}
+    if not isinstance(meta, dict):
+        raise UserError(f"'{path}' has malformed metadata (not a JSON object).")
     return arrays, meta
