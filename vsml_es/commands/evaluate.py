@@ -1,4 +1,4 @@
-"""``vsml-es evaluate PARAMS --dataset NAME``: meta-test saved meta-parameters."""
+"""``vsml-es evaluate PARAMS|NAME.vsml --dataset NAME``: meta-test saved meta-parameters."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "episodes) of saved meta-parameters beside tuned online SGD; printed as a table and "
         "saved as CSV and PNG.",
     )
-    p.add_argument("params", type=Path, help="params.npz from a run directory")
+    p.add_argument("params", type=Path, metavar="PARAMS|NAME.vsml",
+                   help="params.npz from a run directory, or a learner file from vsml-es export")
     p.add_argument("--dataset", action="append", default=None, metavar="NAME[:SPLIT]",
                    help="dataset to learn (repeatable; default: the run's metatest.datasets)")
     p.add_argument("--steps", type=int, default=None, help="inner steps per episode")
@@ -29,21 +30,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from vsml_es.cli import UserError
     from vsml_es.config import config_from_dict, replace
+    from vsml_es.learner import read_learner
     from vsml_es.metatest import format_table, meta_test
-    from vsml_es.params_io import load_params
 
-    params, meta = load_params(args.params)
-    if "config" not in meta:
-        raise UserError(f"'{args.params}' holds no run config; was it written by vsml-es?")
+    params, spec = read_learner(args.params)  # either format, checked
     for name, value in (("--steps", args.steps), ("--episodes", args.episodes)):
         if value is not None and value <= 0:
             raise UserError(f"{name} must be positive, got {value}.")
-    config = config_from_dict(meta["config"])
+    if "config" not in spec.info:
+        raise UserError(f"'{args.params}' holds no run config; was it written by vsml-es?")
+    config = config_from_dict(spec.info["config"])
     if args.overrides:
         config = replace(config, args.overrides)
     out = args.out or Path(args.params).parent / "evaluate"
     summaries = meta_test(params, config, out, tuple(args.dataset) if args.dataset else None,
-                          args.steps, args.episodes, meta.get("num_features"))
+                          args.steps, args.episodes, spec.num_inputs)
     print(format_table(summaries))
     print(f"learning curves: {out}")
     return 0

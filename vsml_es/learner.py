@@ -1,0 +1,438 @@
+"""A meta-learned learning algorithm as a scikit-learn style online classifier.
+
+``load_learner(path)`` reads a ``.vsml`` file (or a run's ``params.npz``) and returns an
+:class:`OnlineClassifier`. It learns by running the network forward on (input, error) pairs:
+the only things that change while it learns are the LSTM states (its "weights"); the
+meta-parameters stay fixed and there are no gradients and no optimizer.
+
+Inputs go through the same on-device preprocessing as in meta-training
+(``vsml_es.preprocess``), then are zero-padded or randomly projected to the network's input size
+when the number of features differs. Up to ``n_outputs`` classes can be learned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vsml_es import preprocess as pre
+from vsml_es.cli import UserError
+from vsml_es.config import ConfigError, ModelConfig, PreprocessConfig, config_from_dict
+from vsml_es.data import DatasetError
+from vsml_es.export import FORMAT, FORMAT_VERSION, PARAMS_FORMAT, params_sha256
+from vsml_es.learners import init_learner_params, make_learner
+from vsml_es.params_io import load_params
+from vsml_es.tasks import Task
+
+NORMALIZE = ("dataset", "example", "none")
+INPUT_MAPS = ("auto", "exact", "pad", "project")
+
+
+class LearnerError(UserError, ValueError):
+    """Bad input to a learner or a bad learner file; the message says how to fix it."""
+
+
+# --------------------------------------------------------------------------------------------
+# Reading a learner file
+
+
+@dataclass(frozen=True)
+class LearnerSpec:
+    """What a learner file says about how to run its parameters."""
+
+    model: ModelConfig
+    num_inputs: int
+    num_outputs: int
+    preprocess: PreprocessConfig  # the meta-training input preprocessing
+    stats: tuple[tuple[str, float, float], ...]  # (dataset, mean, std) behind 'dataset' normalize
+    info: dict[str, Any]  # the file's whole metadata
+
+
+def read_learner(path: str | Path) -> tuple[dict[str, np.ndarray], LearnerSpec]:
+    """Parameters and spec of a ``.vsml`` file or a run's ``params.npz``, checked."""
+    params, meta = load_params(Path(path))
+    kind = meta.get("format")
+    if kind == FORMAT:
+        version = meta.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise LearnerError(
+                f"'{path}' has .vsml format version {version}; this vsml-es reads versions up "
+                f"to {FORMAT_VERSION}. Upgrade vsml-es (pip install -U vsml-es)."
+            )
+        if meta.get("params_sha256") != params_sha256(params):
+            raise LearnerError(f"'{path}' is corrupt: its parameters do not match their SHA-256.")
+        tree = {"model": meta.get("model", {}),
+                "task": {"preprocess": meta.get("input", {}).get("preprocess", {})}}
+        stats = meta.get("input", {}).get("stats", [])
+    elif kind == PARAMS_FORMAT:
+        tree, stats = meta.get("config", {}), meta.get("input_stats", [])
+    else:
+        raise LearnerError(
+            f"'{path}' is not a vsml-es learner file (format {kind!r}); export one with "
+            "'vsml-es export RUN_DIR -o NAME.vsml'."
+        )
+    try:
+        config = config_from_dict(tree)
+        num_inputs = int(meta.get("num_inputs", meta.get("num_features")))
+        num_outputs = int(meta["num_outputs"])
+    except (ConfigError, KeyError, TypeError, ValueError) as err:
+        raise LearnerError(
+            f"'{path}' has metadata this vsml-es cannot use (written by another version?): {err}"
+        ) from None
+    spec = LearnerSpec(
+        model=config.model,
+        num_inputs=num_inputs,
+        num_outputs=num_outputs,
+        preprocess=config.task.preprocess,
+        stats=tuple((s.get("dataset", "?"), float(s["mean"]), float(s["std"])) for s in stats),
+        info=meta,
+    )
+    _check_shapes(path, params, spec)
+    return params, spec
+
+
+def _check_shapes(path: str | Path, params: dict[str, np.ndarray], spec: LearnerSpec) -> None:
+    expected = jax.eval_shape(
+        lambda: init_learner_params(jax.random.key(0), spec.model, spec.num_inputs,
+                                    spec.num_outputs))
+    got = {k: tuple(v.shape) for k, v in params.items()}
+    want = {k: tuple(v.shape) for k, v in expected.items()}
+    if got != want:
+        raise LearnerError(
+            f"'{path}' holds parameters {got} but its model config needs {want}; the file is "
+            "corrupt or was edited."
+        )
+
+
+def load_learner(
+    path: str | Path,
+    *,
+    normalize: str | None = None,
+    input_map: str = "auto",
+    random_state: int | jax.Array = 0,
+    projection_seed: int = 0,
+) -> OnlineClassifier:
+    """An online classifier running the meta-learned learner stored in ``path``.
+
+    normalize: ``'dataset'`` (the meta-training data's mean/std: right for raw data of that
+        kind), ``'example'`` (per-example standardization), ``'none'`` (X is already
+        standardized, e.g. by sklearn's StandardScaler). Default: as in meta-training.
+    input_map: how X's features reach the network's inputs when the counts differ:
+        ``'auto'`` (zero-pad fewer, randomly project more), ``'pad'``, ``'project'``,
+        ``'exact'`` (refuse any difference).
+    random_state: seed (or JAX key) of the random initial LSTM states (the initial "weights").
+    projection_seed: seed of the random projection.
+    """
+    params, spec = read_learner(path)
+    return OnlineClassifier(params, spec, normalize=normalize, input_map=input_map,
+                            random_state=random_state, projection_seed=projection_seed)
+
+
+# --------------------------------------------------------------------------------------------
+# The jitted core (pure functions; the class below only keeps state between calls)
+
+
+@dataclass(frozen=True)
+class _Pipeline:
+    """Static description of X row → network input (a jit static argument)."""
+
+    preprocess: PreprocessConfig
+    mean: float
+    std: float
+    pad_to: int | None  # zero-pad the flat features to this size
+    project: bool  # multiply by the projection matrix
+
+
+def _inputs(x: jax.Array, matrix: jax.Array, pipe: _Pipeline) -> jax.Array:
+    x = pre.prepare_example(x, pipe.preprocess, pipe.mean, pipe.std)
+    if pipe.project:
+        return x @ matrix
+    if pipe.pad_to is not None:
+        return pre.pad_to_shape(x, (pipe.pad_to,))
+    return x
+
+
+@partial(jax.jit, static_argnames=("model", "task"))
+def _init(params: Any, key: jax.Array, model: ModelConfig, task: Task) -> Any:
+    init, _ = make_learner(params, model, task)
+    return init(key)
+
+
+@partial(jax.jit, static_argnames=("model", "task", "pipe"))
+def _learn(params, state, xs, ys, mask, matrix, model: ModelConfig, task: Task,
+           pipe: _Pipeline):
+    """Predict-then-learn over the rows in order; padded rows (mask False) change nothing."""
+    _, step = make_learner(params, model, task)
+
+    def body(state, row):
+        x, y, keep = row
+        new, logits = step(state, _inputs(x, matrix, pipe), y)
+        state = jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, state)
+        return state, logits
+
+    return jax.lax.scan(body, state, (xs, ys, mask))
+
+
+@partial(jax.jit, static_argnames=("model", "task", "pipe"))
+def _predict_logits(params, state, xs, matrix, model: ModelConfig, task: Task,
+                    pipe: _Pipeline):
+    """Logits of each row from the current state; the state is not changed (no learning)."""
+    _, step = make_learner(params, model, task)
+    return jax.vmap(lambda x: step(state, _inputs(x, matrix, pipe), jnp.int32(0))[1])(xs)
+
+
+def _bucket(n: int) -> int:
+    """Batches are padded to a power of two, so a stream of odd sizes compiles few times."""
+    return 1 << max(0, n - 1).bit_length()
+
+
+# --------------------------------------------------------------------------------------------
+# The classifier
+
+
+class OnlineClassifier:
+    """Online classifier in scikit-learn's style; learning happens only in the LSTM states.
+
+    ``partial_fit`` predicts each example before learning from its label (online, in order),
+    exactly as in meta-training. ``predict``/``predict_proba``/``score`` never learn.
+    """
+
+    def __init__(self, params: dict[str, Any], spec: LearnerSpec, *, normalize: str | None = None,
+                 input_map: str = "auto", random_state: int | jax.Array = 0,
+                 projection_seed: int = 0):
+        normalize = normalize or spec.preprocess.normalize
+        if normalize not in NORMALIZE:
+            raise LearnerError(f"normalize is '{normalize}'; valid: {', '.join(NORMALIZE)}.")
+        if input_map not in INPUT_MAPS:
+            raise LearnerError(f"input_map is '{input_map}'; valid: {', '.join(INPUT_MAPS)}.")
+        if normalize == "dataset" and len(spec.stats) != 1:
+            raise LearnerError(
+                "normalize='dataset' needs the statistics of one meta-training dataset, but this "
+                f"file has {len(spec.stats)} ({', '.join(s[0] for s in spec.stats) or 'none'}). "
+                "Standardize X yourself and pass normalize='none', or use normalize='example'."
+            )
+        self.params = jax.tree.map(jnp.asarray, params)
+        self.spec = spec
+        self.normalize = normalize
+        self.input_map = input_map
+        self.random_state = random_state
+        self.projection_seed = projection_seed
+        self._task = Task(name="online", num_examples=1, num_features=spec.num_inputs,
+                          dataset_classes=spec.num_outputs, num_outputs=spec.num_outputs,
+                          episode_length=1, permute_labels=False, mean=0.0, std=1.0)
+        self.reset()
+
+    # -- sizes and info ------------------------------------------------------------------------
+
+    @property
+    def n_inputs(self) -> int:
+        return self.spec.num_inputs
+
+    @property
+    def n_outputs(self) -> int:
+        return self.spec.num_outputs
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return self.spec.info
+
+    def __repr__(self) -> str:
+        training = self.info.get("training", {})
+        origin = ""
+        if training:
+            origin = (f", meta-trained on {'+'.join(training.get('datasets', []))} for "
+                      f"{training.get('generation')} generations")
+        return (f"OnlineClassifier({self.spec.model.learner}, {self.n_inputs} inputs -> "
+                f"{self.n_outputs} outputs{origin})")
+
+    # -- state -----------------------------------------------------------------------------------
+
+    def reset(self, random_state: int | jax.Array | None = None) -> OnlineClassifier:
+        """Forget everything learned (fresh random LSTM states), the classes and feature count."""
+        if random_state is not None:
+            self.random_state = random_state
+        self._state = _init(self.params, _key(self.random_state), self.spec.model, self._task)
+        self.classes_: np.ndarray | None = None
+        self.n_features_in_: int | None = None
+        self.n_seen_ = 0
+        self._example_shape: tuple[int, ...] | None = None
+        self._pipe: _Pipeline | None = None
+        self._matrix = jnp.zeros((1, 1), jnp.float32)
+        return self
+
+    # -- learning --------------------------------------------------------------------------------
+
+    def partial_fit(self, X: Any, y: Any, classes: Any = None) -> OnlineClassifier:
+        """Learn from (X, y) in order, one example at a time, through the LSTM states only."""
+        self.predict_learn(X, y, classes)
+        return self
+
+    def predict_learn(self, X: Any, y: Any, classes: Any = None) -> np.ndarray:
+        """Like ``partial_fit``, returning the prediction made for each row before its label
+        was seen (online "prequential" evaluation, as in meta-training and meta-testing)."""
+        xs = self._rows(X, learning=True)
+        self._set_classes(classes, y)
+        ys = self._labels(y, len(xs))
+        n = len(xs)
+        size = _bucket(n)
+        mask = np.arange(size) < n
+        xs = np.concatenate([xs, np.zeros((size - n, *xs.shape[1:]), xs.dtype)])
+        ys = np.concatenate([ys, np.zeros(size - n, np.int32)])
+        self._state, logits = _learn(self.params, self._state, xs, ys, mask, self._matrix,
+                                     self.spec.model, self._task, self._pipe)
+        self.n_seen_ += n
+        return self.classes_[np.argmax(np.asarray(logits[:n, : len(self.classes_)]), axis=1)]
+
+    def fit(self, X: Any, y: Any, classes: Any = None) -> OnlineClassifier:
+        """``reset()``, then one online pass over (X, y) (classes default to those in y)."""
+        self.reset()
+        return self.partial_fit(X, y, np.unique(np.asarray(y)) if classes is None else classes)
+
+    # -- prediction (never learns) -------------------------------------------------------------
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """[n, n_classes] probabilities from the current state, for each row independently."""
+        if self.classes_ is None:
+            raise LearnerError(
+                "This learner has not learned anything yet: call partial_fit(X, y, classes=...) "
+                "first (or fit(X, y))."
+            )
+        xs = self._rows(X, learning=False)
+        n = len(xs)
+        size = _bucket(n)
+        xs = np.concatenate([xs, np.zeros((size - n, *xs.shape[1:]), xs.dtype)])
+        logits = _predict_logits(self.params, self._state, xs, self._matrix, self.spec.model,
+                                 self._task, self._pipe)
+        proba = jax.nn.softmax(logits[:n, : len(self.classes_)], axis=-1)
+        return np.asarray(proba, dtype=np.float64)
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def score(self, X: Any, y: Any) -> float:
+        """Accuracy of ``predict(X)`` against y (no learning)."""
+        y = np.asarray(y)
+        predictions = self.predict(X)
+        if y.shape != predictions.shape:
+            raise LearnerError(f"y has shape {y.shape} but X has {len(predictions)} rows.")
+        return float(np.mean(predictions == y))
+
+    # -- input checks ------------------------------------------------------------------------
+
+    def _rows(self, X: Any, learning: bool) -> np.ndarray:
+        X = np.asarray(X)
+        if X.dtype == object or not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
+            raise LearnerError(f"X must be numeric, got dtype {X.dtype}.")
+        if X.ndim < 2:
+            raise LearnerError(
+                f"X must have shape [n_samples, n_features] (or [n_samples, ...]), got shape "
+                f"{X.shape}; for one example use X.reshape(1, -1)."
+            )
+        if len(X) == 0:
+            raise LearnerError("X has no rows.")
+        X = X if X.dtype == np.uint8 else X.astype(np.float32)
+        if X.dtype != np.uint8 and not np.all(np.isfinite(X)):
+            raise LearnerError("X contains NaN or infinity; clean or impute it first.")
+        shape = tuple(X.shape[1:])
+        if self._example_shape is None:
+            if not learning:
+                raise LearnerError("Call partial_fit before predicting.")
+            self._configure_inputs(shape)
+        elif shape != self._example_shape:
+            raise LearnerError(
+                f"X has examples of shape {shape} ({int(np.prod(shape))} features), but this "
+                f"learner has been learning with shape {self._example_shape}; call reset() to "
+                "start over with another feature count."
+            )
+        return X
+
+    def _configure_inputs(self, shape: tuple[int, ...]) -> None:
+        """Choose preprocessing and the pad/projection for examples of ``shape`` (once)."""
+        cfg = dataclasses.replace(self.spec.preprocess, normalize=self.normalize, shuffle="none",
+                                  projection="none", classes=())
+        try:
+            out = pre.output_shape("X", shape, cfg)
+        except DatasetError:  # the training resize/pad does not apply to this data: flatten
+            cfg = dataclasses.replace(cfg, resize=(), pad_to=())
+            out = pre.output_shape("X", shape, cfg)
+        features, n = int(np.prod(out)), self.n_inputs
+        mode = self.input_map
+        if mode == "auto":
+            mode = "exact" if features == n else ("pad" if features < n else "project")
+        if mode == "exact" and features != n:
+            raise LearnerError(
+                f"X has {features} features but the network has {n} inputs and "
+                "input_map='exact'; use input_map='auto' (zero-pad or project) instead."
+            )
+        if mode == "pad" and features > n:
+            raise LearnerError(
+                f"X has {features} features, more than the network's {n} inputs; zero-padding "
+                "cannot drop features: use input_map='project' (or 'auto')."
+            )
+        _, mean, std = self.spec.stats[0] if self.normalize == "dataset" else ("", 0.0, 1.0)
+        self._pipe = _Pipeline(cfg, mean, std, pad_to=n if mode == "pad" else None,
+                               project=mode == "project")
+        if mode == "project":
+            self._matrix = pre.glorot_uniform(jax.random.key(self.projection_seed), features, n)
+        self._example_shape = shape
+        self.n_features_in_ = int(np.prod(shape))
+
+    def _set_classes(self, classes: Any, y: Any) -> None:
+        if classes is None:
+            if self.classes_ is None:
+                raise LearnerError(
+                    "The first partial_fit call needs classes=[...]: every label the stream "
+                    "will contain (as in scikit-learn)."
+                )
+            return
+        classes = np.unique(np.asarray(classes))
+        if self.classes_ is not None:
+            if not np.array_equal(classes, self.classes_):
+                raise LearnerError(
+                    f"classes={classes.tolist()} differs from the classes this learner is "
+                    f"learning ({self.classes_.tolist()}); call reset() to start a new task."
+                )
+            return
+        if len(classes) < 2:
+            raise LearnerError(f"Need at least 2 classes, got {classes.tolist()}.")
+        if len(classes) > self.n_outputs:
+            raise LearnerError(
+                f"This learner has {self.n_outputs} outputs, so it can learn at most "
+                f"{self.n_outputs} classes; got {len(classes)}. Use a learner meta-trained with "
+                f"task.num_classes >= {len(classes)}."
+            )
+        self.classes_ = classes
+
+    def _labels(self, y: Any, n: int) -> np.ndarray:
+        y = np.asarray(y)
+        if y.ndim != 1 or len(y) != n:
+            raise LearnerError(f"y must be 1-D with one label per row of X ({n}), got shape "
+                               f"{y.shape}.")
+        index = np.searchsorted(self.classes_, y)
+        index = np.clip(index, 0, len(self.classes_) - 1)
+        unknown = self.classes_[index] != y
+        if unknown.any():
+            raise LearnerError(
+                f"y contains label(s) {np.unique(y[unknown]).tolist()[:10]} that are not in "
+                f"classes {self.classes_.tolist()}."
+            )
+        return index.astype(np.int32)
+
+
+def _key(random_state: int | jax.Array) -> jax.Array:
+    if isinstance(random_state, jax.Array) and jnp.issubdtype(random_state.dtype,
+                                                               jax.dtypes.prng_key):
+        return random_state
+    if isinstance(random_state, int | np.integer) and not isinstance(random_state, bool):
+        return jax.random.key(int(random_state))
+    raise LearnerError(
+        f"random_state must be an int seed or a JAX key (jax.random.key), got "
+        f"{type(random_state).__name__}."
+    )
