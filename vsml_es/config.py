@@ -56,6 +56,10 @@ class PreprocessConfig:
     projection_fraction: float = 1.0  # share of episodes that are projected
     projection_pool: int = 16  # size of the fixed pool ('pool')
     pool_seed: int = 0  # the fixed pools are the same on every worker and after resume
+    # Linearly resample 1-D examples (signals such as mnist1d) to this length; 0: off. With
+    # 'resize' it lets 1-D datasets join image datasets of HEIGHT*WIDTH pixels in a mixture
+    # (resize then applies to the images only).
+    signal_length: int = 0
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,8 @@ def validate_config(cfg: PreprocessConfig, path: str) -> None:
             raise bad(key, f"is '{value}'; valid values: {', '.join(valid)}.")
     if cfg.resize and (len(cfg.resize) != 2 or min(cfg.resize) < 1):
         raise bad("resize", f"must be [HEIGHT, WIDTH] with positive sizes, got {list(cfg.resize)}.")
+    if cfg.signal_length < 0:
+        raise bad("signal_length", f"must be 0 (off) or positive, got {cfg.signal_length}.")
     if cfg.pad_to and min(cfg.pad_to) < 1:
         raise bad("pad_to", f"must hold positive sizes, got {list(cfg.pad_to)}.")
     for key, value in (("projection_fraction", cfg.projection_fraction),
@@ -84,6 +86,8 @@ def output_shape(name: str, example_shape: tuple[int, ...],
                  cfg: PreprocessConfig) -> tuple[int, ...]:
     """Shape of one example after resize and padding (before flattening); checks they fit."""
     shape = tuple(example_shape)
+    if cfg.signal_length and len(shape) == 1:
+        return _padded(name, (cfg.signal_length,), cfg)
     if cfg.resize:
         if len(shape) != 3:
             raise DatasetError(
@@ -91,6 +95,10 @@ def output_shape(name: str, example_shape: tuple[int, ...],
                 f"examples of shape {shape}. Remove the resize option for it."
             )
         shape = (*cfg.resize, shape[2])
+    return _padded(name, shape, cfg)
+
+
+def _padded(name: str, shape: tuple[int, ...], cfg: PreprocessConfig) -> tuple[int, ...]:
     if cfg.pad_to:
         if len(cfg.pad_to) != len(shape) or any(p < s for p, s in zip(cfg.pad_to, shape,
                                                                      strict=True)):
@@ -149,7 +157,10 @@ def prepare_example(x: jax.Array, cfg: PreprocessConfig, mean: float, std: float
     """One stored example → normalized, resized, padded, flattened float32 features."""
     stored_uint8 = x.dtype == jnp.uint8
     x = x.astype(jnp.float32)
-    if cfg.resize:
+    if cfg.signal_length and x.ndim == 1:
+        if x.shape[0] != cfg.signal_length:
+            x = jax.image.resize(x, (cfg.signal_length,), method="linear")
+    elif cfg.resize:
         x = resize_image(x, tuple(cfg.resize))
     x = normalize(x, cfg.normalize, mean, std, stored_uint8)
     if cfg.pad_to:
