@@ -1,0 +1,121 @@
+"""vsml-es compare: baseline tuning never sees meta-test data; a short run writes the table,
+CSVs and plots; a re-run reuses finished meta-training; the shipped experiments validate."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from vsml_es import tasks
+from vsml_es.cli import main
+from vsml_es.compare import run_compare
+from vsml_es.config import load_config
+from vsml_es.metatest import TUNING_SEED_OFFSET, eval_keys, tune_baselines
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+QUICKSTART = str(EXPERIMENTS / "quickstart.yaml")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_learning_rate_search_sees_only_meta_training_data(monkeypatch, tiny_overrides):
+    seen: list[tuple[str, str]] = []
+    real = tasks.load_dataset
+
+    def spy(name, split="train", data_dir=None):
+        seen.append((name, split))
+        return real(name, split, data_dir)
+
+    monkeypatch.setattr(tasks, "load_dataset", spy)
+    base = [*tiny_overrides, "metatest.baselines=[sgd, adam]"]
+    tuned = tune_baselines(load_config(QUICKSTART, [*base, "metatest.datasets=[digits:test]"]), 12)
+    assert seen and set(seen) == {("digits", "train")}, seen
+    # Whatever the meta-test datasets are, the search and its outcome are the same.
+    other = load_config(QUICKSTART, [*base, "metatest.datasets=[mnist1d:test, random:test]"])
+    assert tune_baselines(other, 12) == tuned
+    assert set(seen) == {("digits", "train")}
+    # And its streams are not the evaluation streams (its own seed offset).
+    assert TUNING_SEED_OFFSET != 0
+    evaluation = np.asarray(jax.random.key_data(eval_keys(1, 4)))
+    tuning = np.asarray(jax.random.key_data(eval_keys(1 + TUNING_SEED_OFFSET, 4)))
+    assert not any((tuning == row).all(axis=-1).any() for row in evaluation)
+
+
+def test_short_compare_run_writes_table_csvs_and_plots(tmp_path, tiny_overrides, capsys):
+    out = tmp_path / "cmp"
+    overrides = [*tiny_overrides, "compare.learners=[vsml, fwm]",
+                 "metatest.baselines=[sgd, adam_mlp]", "metatest.mlp_hidden=8",
+                 "metatest.steps=30", "model.baseline_hidden=8"]
+    argv = ["compare", QUICKSTART, "--out", str(out)]
+    for item in overrides:
+        argv += ["--set", item]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    mt = out / "metatest"
+    table = (mt / "table.md").read_text()
+    assert table.splitlines()[0] in printed
+    labels = ["VSML", "FWM (delta rule)", "SGD linear (lr", "Adam MLP-8 (lr"]
+    for label in labels:
+        assert label in table
+    assert "| acc @1 | acc @10 | acc @25 |" in table and "acc @50" not in table  # 30 steps
+
+    rows = list(csv.DictReader(open(mt / "summary.csv")))
+    assert [r["method"].split(" (lr")[0] for r in rows] == ["VSML", "FWM (delta rule)",
+                                                           "SGD linear", "Adam MLP-8"]
+    assert all(0.0 <= float(r["acc@25"]) <= 1.0 and r["episodes"] == "4" for r in rows)
+    with open(mt / "curves_digits_test.csv") as f:
+        curves = list(csv.reader(f))
+    assert len(curves) == 1 + 30 and len(curves[0]) == 1 + 4 * len(labels)
+    png = (mt / "curves_digits_test.png").read_bytes()
+    assert png.startswith(PNG_MAGIC) and len(png) > 10_000
+    tuning = list(csv.DictReader(open(mt / "tuning.csv")))
+    for name, grid in (("sgd", 6), ("adam_mlp", 6)):
+        mine = [r for r in tuning if r["baseline"] == name]
+        assert len(mine) == grid and sum(int(r["chosen"]) for r in mine) == 1
+    timing = json.loads((out / "timing.json").read_text())
+    assert not timing["vsml"]["reused"] and (out / "train_fwm" / "params.npz").is_file()
+
+    # A re-run reuses the finished meta-training and reproduces the same numbers.
+    config = load_config(QUICKSTART, overrides)
+    summaries, timing = run_compare(config, out, log=lambda message: None)
+    assert timing["vsml"]["reused"] and timing["fwm"]["reused"]
+    assert (mt / "table.md").read_text() == table
+    assert [s["acc@10"] for s in summaries] == [float(r["acc@10"]) for r in rows]
+
+
+def test_compare_rejects_bad_input_before_work(tmp_path, capsys):
+    out = tmp_path / "never"
+    assert main(["compare", QUICKSTART, "--out", str(out),
+                 "--set", "compare.learners=[vsml, hebian]"]) == 2
+    assert "Did you mean 'hebbian'" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path / "missing.yaml")]) == 2
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("path", sorted(EXPERIMENTS.glob("paper_*.yaml"))
+                         + [EXPERIMENTS / "cpu_generalization.yaml"], ids=lambda p: p.name)
+def test_shipped_compare_experiments_validate(path):
+    config = load_config(path)
+    assert config.compare.learners and config.metatest.baselines
+
+
+def test_cpu_generalization_mixture_matches_the_meta_test_input_size():
+    from vsml_es.evaluator import build_eval_spec
+
+    config = load_config(EXPERIMENTS / "cpu_generalization.yaml")
+    assert "fashion_mnist" not in " ".join(config.task.mixture)  # unseen in meta-training
+    spec, _ = build_eval_spec(config)
+    assert spec.task.num_features == 64
+    for ref in config.metatest.datasets:
+        name, split = tasks.parse_dataset_ref(ref, "test")
+        from vsml_es.data.registry import dataset_status
+
+        if not dataset_status(name).available:
+            pytest.skip(f"{name} is not prepared here")
+        task, _ = tasks.load_task(ref, "test", 10, 10, preprocess=config.metatest.preprocess,
+                                  num_features=64)
+        assert task.num_features == 64
