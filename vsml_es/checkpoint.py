@@ -411,6 +411,18 @@ def prune(run_dir: Path, keep: int, keep_best: bool) -> list[Path]:
     return deleted
 
 
+def set_aside_after(run_dir: Path, generation: int) -> list[Path]:
+    """Rename checkpoints newer than ``generation`` (the unusable ones a resume skipped) to
+    ``.corrupt-*``, so retention never prefers them to the new ones; kept for inspection."""
+    moved = []
+    for g, path in checkpoint_dirs(run_dir):
+        if g > generation:
+            target = path.parent / f".corrupt-{path.name}-{uuid.uuid4().hex[:8]}"
+            path.rename(target)
+            moved.append(target)
+    return moved
+
+
 def _read_meta(path: Path) -> dict[str, Any]:
     try:
         meta = json.loads((path / META_FILE).read_text())

@@ -14,7 +14,13 @@ from typing import Any
 
 import yaml
 
-from vsml_es.checkpoint import Checkpoint, checkpoint_dirs, latest_checkpoint, versions
+from vsml_es.checkpoint import (
+    Checkpoint,
+    checkpoint_dirs,
+    latest_checkpoint,
+    set_aside_after,
+    versions,
+)
 from vsml_es.cli import UserError
 from vsml_es.config import Config, ConfigError, config_from_dict, config_to_dict, replace
 from vsml_es.metrics import truncate_metrics
@@ -167,8 +173,14 @@ def version_warnings(saved: dict[str, str]) -> list[str]:
     ]
 
 
-def rewind_metrics(run_dir: Path, checkpoint: Checkpoint | None, report: Report = _stderr) -> None:
-    """Cut metrics.jsonl/csv back to the checkpoint (to nothing without one)."""
+def rewind(run_dir: Path, checkpoint: Checkpoint | None, report: Report = _stderr) -> None:
+    """Make the run directory look as it did when ``checkpoint`` was written (nothing: as new).
+
+    Metrics logs are cut back to the checkpoint's position; newer checkpoints, which a resume
+    only skips when they are unusable, are set aside as ``.corrupt-*``.
+    """
     position = checkpoint.meta.get("metrics_position", {}) if checkpoint else {}
     for warning in truncate_metrics(run_dir, position):
         report(f"warning: {warning}")
+    for path in set_aside_after(run_dir, checkpoint.generation if checkpoint else -1):
+        report(f"set the unusable checkpoint aside as {path}")

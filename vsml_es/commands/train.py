@@ -110,7 +110,7 @@ def restore(trainer: Trainer, plan: ResumePlan) -> TrainState | None:
     """Load the plan's checkpoint into ``trainer`` and cut the metrics logs back to it."""
     from vsml_es.checkpoint import CheckpointError
     from vsml_es.cli import UserError
-    from vsml_es.resume import rewind_metrics
+    from vsml_es.resume import rewind
 
     state = None
     if plan.checkpoint is not None:
@@ -119,5 +119,5 @@ def restore(trainer: Trainer, plan: ResumePlan) -> TrainState | None:
         except CheckpointError as err:
             raise UserError(f"Cannot resume from {plan.checkpoint.path}: {err}.") from None
         print(f"resuming from generation {state.generation} ({plan.checkpoint.path})")
-    rewind_metrics(trainer.run_dir, plan.checkpoint)
+    rewind(trainer.run_dir, plan.checkpoint)
     return state
