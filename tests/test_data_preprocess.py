@@ -200,3 +200,15 @@ def test_metatest_inputs_are_resized_to_the_trained_size():
     assert task.num_features == 64
     with pytest.raises(DatasetError, match="784 input features.*metatest.preprocess.resize"):
         load_task("random", "test", 5, 10, num_features=64)
+
+
+def test_sampling_without_replacement_on_large_datasets():
+    keys = jax.random.split(jax.random.key(0), 300)
+    draw = jax.jit(jax.vmap(lambda k: pre.sample_without_replacement(k, 60000, 50)))
+    picks = np.asarray(draw(keys))
+    assert all(len(set(row)) == 50 for row in picks) and picks.min() >= 0 and picks.max() < 60000
+    # Uniform over the dataset and over positions: no index range or slot is favoured.
+    assert 0.45 < (picks < 30000).mean() < 0.55
+    assert 0.4 < (picks[:, -1] < 30000).mean() < 0.6
+    small = pre.sample_without_replacement(jax.random.key(3), 1000, 20)  # the original stream
+    np.testing.assert_array_equal(small, jax.random.permutation(jax.random.key(3), 1000)[:20])

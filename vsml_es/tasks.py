@@ -55,7 +55,8 @@ class Task:
         k_idx, k_perm = jax.random.split(key)
         if self.episode_length <= self.num_examples:
             # Without replacement: a held-out stream never repeats an example.
-            indices = jax.random.permutation(k_idx, self.num_examples)[: self.episode_length]
+            indices = pre.sample_without_replacement(k_idx, self.num_examples,
+                                                     self.episode_length)
         else:
             indices = jax.random.randint(k_idx, (self.episode_length,), 0, self.num_examples)
         if self.permute_labels:
