@@ -50,12 +50,19 @@ def online_episode(
 
 
 def vsml_learner(
-    params: vsml.Params, model: ModelConfig, task: Task, layer_fn: vsml.LayerFn = vsml.layer_ticks
+    params: vsml.Params, model: ModelConfig, task: Task, layer_fn: vsml.LayerFn | None = None
 ) -> tuple[InitFn, StepFn]:
+    """VSML as a learner. By default the states stay in the fast layout for the whole episode
+    (one transpose at the start, none per step); ``layer_fn`` swaps in another formulation
+    of ``vsml.layer_ticks`` (e.g. the reference oracle) on the public layout."""
     sizes = vsml.layer_sizes(model, task.num_features, task.num_outputs)
+    fast = layer_fn is None
+    if fast:
+        layer_fn = vsml.fast_layer_ticks
 
     def init(key: jax.Array) -> vsml.NetState:
-        return vsml.init_net_state(key, model, sizes)
+        net = vsml.init_net_state(key, model, sizes)
+        return vsml.net_to_fast(net) if fast else net
 
     def step(net: vsml.NetState, x: jax.Array, y: jax.Array) -> tuple[vsml.NetState, jax.Array]:
         return vsml.learn_step(params, net, x, y, model, layer_fn)
@@ -69,7 +76,7 @@ def vsml_episode(
     data: TaskData,
     task: Task,
     model: ModelConfig,
-    layer_fn: vsml.LayerFn = vsml.layer_ticks,
+    layer_fn: vsml.LayerFn | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     init, step = vsml_learner(params, model, task, layer_fn)
     return online_episode(init, step, key, data, task)

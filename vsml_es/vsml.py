@@ -9,6 +9,14 @@ This module computes the factored fast path. ``W·[f_a; g_b; h_ab]`` is split in
 O(n_in·n_out), and because the output messages are linear in h, ``mean_a(A·h_ab) = A·mean_a(h)``:
 h is reduced first and projected once. ``vsml_es.reference`` keeps the straightforward
 per-connection formulation as a test oracle and benchmark baseline.
+
+Inside an episode the states live in a *fast layout* ``[state, n_out, n_in]`` (see
+``to_fast``): the recurrent matmul becomes ``W_h^T [4s, s] @ h [s, connections]`` with the
+connections contiguous, the four gates are contiguous row blocks, and the message terms
+broadcast along whole rows. On XLA:CPU this is ~2.5x less work per connection tick than the
+public ``[n_in, n_out, state]`` layout, whose gate fusions read the broadcast message terms
+transposed (benchmarks/throughput.py measures it). Gates use sigmoid(x) = 0.5·tanh(x/2) + 0.5,
+one cheap tanh instead of exp and a division.
 """
 
 from __future__ import annotations
@@ -99,17 +107,56 @@ def layer_ticks(
     fwd_in: [n_in, m] forward messages; bwd_in: [n_out, m] backward messages.
     Returns the new state, forward output [n_out, m] and backward output [n_in, m].
     """
+    fast, fwd_out, bwd_out = fast_layer_ticks(params, to_fast(state), fwd_in, bwd_in, ticks)
+    return from_fast(fast), fwd_out, bwd_out
+
+
+def to_fast(state: LayerState) -> LayerState:
+    """Public layout [n_in, n_out, s] -> fast layout [s, n_out, n_in]."""
+    return LayerState(*(jnp.transpose(a, (2, 1, 0)) for a in state))
+
+
+def from_fast(state: LayerState) -> LayerState:
+    """Fast layout [s, n_out, n_in] -> public layout [n_in, n_out, s]."""
+    return LayerState(*(jnp.transpose(a, (2, 1, 0)) for a in state))
+
+
+def _sigmoid(x: jax.Array) -> jax.Array:
+    # Exact identity; XLA lowers sigmoid as 1 / (1 + exp(-x)), which costs an exp and a divide.
+    return 0.5 * jnp.tanh(0.5 * x) + 0.5
+
+
+def fast_cell(z: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``lstm_cell`` on the fast layout: z [4s, ...] holds the gates i, g, f, o as row blocks."""
+    s = c.shape[0]
+    i, g, f, o = z[:s], z[s : 2 * s], z[2 * s : 3 * s], z[3 * s :]
+    c = _sigmoid(f + FORGET_OFFSET) * c + _sigmoid(i + INPUT_OFFSET) * jnp.tanh(g)
+    return _sigmoid(o) * jnp.tanh(c), c
+
+
+def fast_layer_ticks(
+    params: Params, state: LayerState, fwd_in: jax.Array, bwd_in: jax.Array, ticks: int
+) -> tuple[LayerState, jax.Array, jax.Array]:
+    """``layer_ticks`` on a state in the fast layout [s, n_out, n_in] (same math)."""
     m = fwd_in.shape[-1]
     w = params["lstm_w"]
     w_f, w_g, w_h = w[:m], w[m : 2 * m], w[2 * m :]
-    from_fwd = fwd_in @ w_f  # [n_in, 4s]
-    from_bwd = bwd_in @ w_g + params["lstm_b"]  # [n_out, 4s]
-    message_term = from_fwd[:, None, :] + from_bwd[None, :, :]
-    h, c = state
-    for _ in range(ticks):
-        h, c = lstm_cell(h @ w_h + message_term, c)
-    fwd_out = jnp.mean(h, axis=0) @ params["fwd_w"] + params["fwd_b"]
-    bwd_out = jnp.mean(h, axis=1) @ params["bwd_w"] + params["bwd_b"]
+    from_fwd = w_f.T @ fwd_in.T  # [4s, n_in]
+    from_bwd = w_g.T @ bwd_in.T + params["lstm_b"][:, None]  # [4s, n_out]
+    w_ht = w_h.T  # [4s, s]
+
+    def tick(_: int, hc: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        h, c = hc
+        # Each message term is added to the loop-variant product on its own, so XLA broadcasts
+        # it inside the gate fusion instead of hoisting a [4s, n_out, n_in] sum out of the loop.
+        z = jnp.einsum("ks,sba->kba", w_ht, h) + from_fwd[:, None, :] + from_bwd[:, :, None]
+        return fast_cell(z, c)
+
+    # A loop, not Python unrolling: XLA:CPU would otherwise fuse the matmul's flattening
+    # reshape into the gate fusion that produces h, and that fusion no longer vectorizes.
+    h, c = jax.lax.fori_loop(0, ticks, tick, tuple(state))
+    fwd_out = jnp.mean(h, axis=2).T @ params["fwd_w"] + params["fwd_b"]  # [n_out, m]
+    bwd_out = jnp.mean(h, axis=1).T @ params["bwd_w"] + params["bwd_b"]  # [n_in, m]
     return LayerState(h, c), fwd_out, bwd_out
 
 
@@ -149,6 +196,11 @@ def init_net_state(
 ) -> NetState:
     pending = [jnp.zeros((n_out, model.message_size)) for _, n_out in sizes]
     return NetState(init_layer_states(key, model, sizes), pending)
+
+
+def net_to_fast(net: NetState) -> NetState:
+    """The same network state with every layer in the fast layout (for ``fast_layer_ticks``)."""
+    return NetState([to_fast(layer) for layer in net.layers], list(net.pending))
 
 
 def learn_step(
