@@ -4,7 +4,8 @@ beside tuned SGD/Adam baselines on identical streams.
 Each learner trains in its own run directory through the ordinary trainer (so evaluators,
 Ray and checkpoints are shared with VSML). A learner whose run directory already holds final
 parameters from the same config is reused, so an interrupted comparison picks up where it
-stopped instead of retraining what finished.
+stopped instead of retraining what finished, and an interrupted one continues from its newest
+checkpoint (same rules as ``vsml-es resume``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from vsml_es.config import Config, config_to_dict
 from vsml_es.learners import get_learner
-from vsml_es.metatest import MetaLearned, compare_methods, format_table
+from vsml_es.metatest import MetaLearned, compare_methods
 
 TIMING_FILE = "train_seconds.json"
 
@@ -43,7 +44,8 @@ def _finished_params(run_dir: Path, config: Config) -> tuple[Any, dict] | None:
 
 
 def train_learner(config: Config, run_dir: Path) -> tuple[Any, int, float, bool]:
-    """(params, num_features, seconds, reused): meta-train one learner, or reuse a finished run."""
+    """(params, num_features, seconds, reused): meta-train one learner (resuming an interrupted
+    run), or reuse a finished one. ``seconds`` counts the training done by this process."""
     from vsml_es.trainer import Trainer
 
     found = _finished_params(run_dir, config)
@@ -54,7 +56,13 @@ def train_learner(config: Config, run_dir: Path) -> tuple[Any, int, float, bool]
         return params, int(meta["num_features"]), float(seconds), True
     started = time.perf_counter()
     trainer = Trainer(config, run_dir)
-    state = trainer.run()
+    state = None
+    if (run_dir / "config.yaml").is_file():  # an interrupted run: continue from its checkpoint
+        from vsml_es.commands.train import restore
+        from vsml_es.resume import plan_resume
+
+        state = restore(trainer, plan_resume(run_dir, config))
+    state = trainer.run(state)
     seconds = time.perf_counter() - started
     (run_dir / TIMING_FILE).write_text(json.dumps({"train_seconds": seconds}) + "\n")
     return trainer.mean_params(state), trainer.spec.task.num_features, seconds, False
@@ -82,5 +90,3 @@ def run_compare(config: Config, out_dir: Path, log: Any = print) -> tuple[list[d
     (out_dir / "timing.json").write_text(json.dumps(timing, indent=2) + "\n")
     return summaries, timing
 
-
-__all__ = ["format_table", "learner_config", "run_compare", "train_learner"]

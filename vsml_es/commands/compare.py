@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -26,14 +27,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vsml_es.compare import format_table, run_compare
+    from vsml_es.compare import run_compare
     from vsml_es.config import load_config
+    from vsml_es.metatest import format_table
+    from vsml_es.signals import TrainingInterrupted
 
     config = load_config(args.experiment, args.overrides)
     out = args.out or Path("runs") / f"{config.name}-compare"
     print(f"output directory: {out}")
     started = time.perf_counter()
-    summaries, _ = run_compare(config, out)
+    try:
+        summaries, _ = run_compare(config, out)
+    except TrainingInterrupted as stop:
+        print(f"stopped by {stop.signal_name} after generation {stop.generation} (checkpoint "
+              "saved). Run the same command again to continue.", file=sys.stderr)
+        return stop.exit_code
     print(format_table(summaries))
     print(f"table: {out / 'metatest' / 'table.md'}; learning curves: {out / 'metatest'}")
     print(f"wall time: {(time.perf_counter() - started) / 60:.1f} min")
