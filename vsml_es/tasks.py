@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from vsml_es import preprocess as pre
-from vsml_es.config import PreprocessConfig, TaskConfig
+from vsml_es.config import Config, PreprocessConfig, TaskConfig
 from vsml_es.data import ArrayDataset, DatasetError, load_dataset
 
 _TRANSFORM_TAG = 7  # folded into the episode key for the input transforms (keeps other streams)
@@ -246,3 +246,13 @@ def build_task(
                                  config.preprocess)
     return load_task(config.dataset, config.split, length, config.num_classes,
                      config.permute_labels, config.data_dir, preprocess=config.preprocess)
+
+
+def check_metatest_datasets(config: Config) -> None:
+    """Load every meta-test dataset now: a missing or misfitting one fails before training,
+    with the command that fixes it, instead of after hours of meta-training."""
+    t, mt = config.task, config.metatest
+    num_features = build_task(t)[0].num_features
+    for ref in mt.datasets:
+        load_task(ref, "test", mt.steps, t.num_classes, t.permute_labels, t.data_dir,
+                  num_features, preprocess=mt.preprocess)

@@ -84,6 +84,10 @@ def train_and_test(
     from vsml_es.signals import TrainingInterrupted
     from vsml_es.trainer import Trainer
 
+    if not args.no_metatest:  # a missing meta-test dataset fails now, not after training
+        from vsml_es.tasks import check_metatest_datasets
+
+        check_metatest_datasets(config)
     trainer = Trainer(config, run_dir)
     state = None
     if resume is not None:
