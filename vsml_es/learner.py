@@ -33,6 +33,7 @@ from vsml_es.tasks import Task
 
 NORMALIZE = ("dataset", "example", "none")
 INPUT_MAPS = ("auto", "exact", "pad", "project")
+CHUNK = 32  # rows per jitted call
 
 
 class LearnerError(UserError, ValueError):
@@ -168,14 +169,17 @@ def _init(params: Any, key: jax.Array, model: ModelConfig, task: Task) -> Any:
 @partial(jax.jit, static_argnames=("model", "task", "pipe"))
 def _learn(params, state, xs, ys, mask, matrix, model: ModelConfig, task: Task,
            pipe: _Pipeline):
-    """Predict-then-learn over the rows in order; padded rows (mask False) change nothing."""
+    """Predict-then-learn over the rows in order; padding rows (mask False) are skipped."""
     _, step = make_learner(params, model, task)
 
     def body(state, row):
         x, y, keep = row
-        new, logits = step(state, _inputs(x, matrix, pipe), y)
-        state = jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, state)
-        return state, logits
+        return jax.lax.cond(
+            keep,
+            lambda state: step(state, _inputs(x, matrix, pipe), y),
+            lambda state: (state, jnp.zeros((task.num_outputs,), jnp.float32)),
+            state,
+        )
 
     return jax.lax.scan(body, state, (xs, ys, mask))
 
@@ -188,9 +192,16 @@ def _predict_logits(params, state, xs, matrix, model: ModelConfig, task: Task,
     return jax.vmap(lambda x: step(state, _inputs(x, matrix, pipe), jnp.int32(0))[1])(xs)
 
 
-def _bucket(n: int) -> int:
-    """Batches are padded to a power of two, so a stream of odd sizes compiles few times."""
-    return 1 << max(0, n - 1).bit_length()
+def _chunks(rows: np.ndarray) -> list[tuple[np.ndarray, int]]:
+    """Rows in fixed-size chunks (the last one zero-padded) with their real length: one
+    compiled shape serves every batch size, from single examples to whole datasets."""
+    out = []
+    for start in range(0, len(rows), CHUNK):
+        chunk = rows[start : start + CHUNK]
+        n = len(chunk)
+        out.append((np.concatenate([chunk, np.zeros((CHUNK - n, *chunk.shape[1:]), chunk.dtype)]),
+                    n))
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -280,15 +291,15 @@ class OnlineClassifier:
         xs = self._rows(X, learning=True)
         self._set_classes(classes, y)
         ys = self._labels(y, len(xs))
-        n = len(xs)
-        size = _bucket(n)
-        mask = np.arange(size) < n
-        xs = np.concatenate([xs, np.zeros((size - n, *xs.shape[1:]), xs.dtype)])
-        ys = np.concatenate([ys, np.zeros(size - n, np.int32)])
-        self._state, logits = _learn(self.params, self._state, xs, ys, mask, self._matrix,
-                                     self.spec.model, self._task, self._pipe)
-        self.n_seen_ += n
-        return self.classes_[np.argmax(np.asarray(logits[:n, : len(self.classes_)]), axis=1)]
+        k = len(self.classes_)
+        predictions = []
+        for (x_chunk, n), (y_chunk, _) in zip(_chunks(xs), _chunks(ys), strict=True):
+            self._state, logits = _learn(self.params, self._state, x_chunk, y_chunk,
+                                         np.arange(CHUNK) < n, self._matrix, self.spec.model,
+                                         self._task, self._pipe)
+            predictions.append(np.argmax(np.asarray(logits[:n, :k]), axis=1))
+            self.n_seen_ += n
+        return self.classes_[np.concatenate(predictions)]
 
     def fit(self, X: Any, y: Any, classes: Any = None) -> OnlineClassifier:
         """``reset()``, then one online pass over (X, y) (classes default to those in y)."""
@@ -304,14 +315,13 @@ class OnlineClassifier:
                 "This learner has not learned anything yet: call partial_fit(X, y, classes=...) "
                 "first (or fit(X, y))."
             )
-        xs = self._rows(X, learning=False)
-        n = len(xs)
-        size = _bucket(n)
-        xs = np.concatenate([xs, np.zeros((size - n, *xs.shape[1:]), xs.dtype)])
-        logits = _predict_logits(self.params, self._state, xs, self._matrix, self.spec.model,
-                                 self._task, self._pipe)
-        proba = jax.nn.softmax(logits[:n, : len(self.classes_)], axis=-1)
-        return np.asarray(proba, dtype=np.float64)
+        k = len(self.classes_)
+        proba = []
+        for x_chunk, n in _chunks(self._rows(X, learning=False)):
+            logits = _predict_logits(self.params, self._state, x_chunk, self._matrix,
+                                     self.spec.model, self._task, self._pipe)
+            proba.append(np.asarray(jax.nn.softmax(logits[:n, :k], axis=-1), dtype=np.float64))
+        return np.concatenate(proba)
 
     def predict(self, X: Any) -> np.ndarray:
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
