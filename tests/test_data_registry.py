@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import random as pyrandom
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from vsml_es.cli import main
+from vsml_es.config import load_config
 from vsml_es.data import (
     DatasetError,
     builtin,
@@ -19,7 +21,9 @@ from vsml_es.data import (
     load_dataset,
     prepare_dataset,
 )
+from vsml_es.tasks import check_metatest_datasets
 
+QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
 ALL = ["cifar10", "digits", "emnist", "fashion_mnist", "kmnist", "mnist", "mnist1d", "omniglot",
        "random", "sum", "svhn_cropped"]
 HAS_TF = importlib.util.find_spec("tensorflow") is not None
@@ -136,3 +140,10 @@ def test_cli_prepare_errors_exit_2_with_a_message(tmp_path, capsys):
     assert "Unknown dataset 'nope'" in capsys.readouterr().err
     assert main(["data", "prepare", "digits", "--data-dir", str(tmp_path)]) == 0
     assert "nothing to prepare" in capsys.readouterr().out
+
+
+def test_training_refuses_to_start_without_its_meta_test_data(tmp_path):
+    config = load_config(QUICKSTART, [f"task.data_dir={tmp_path}"])
+    with pytest.raises(DatasetError, match="'fashion_mnist' is not prepared") as err:
+        check_metatest_datasets(config)
+    assert f"vsml-es data prepare fashion_mnist --data-dir {tmp_path}" in str(err.value)
