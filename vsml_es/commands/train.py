@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vsml_es.config import Config, load_config
 
 if TYPE_CHECKING:
+    from vsml_es.evaluator import EvalSpec, Evaluator
     from vsml_es.resume import ResumePlan
+    from vsml_es.tasks import TaskData
     from vsml_es.trainer import Trainer, TrainState
 
 
@@ -37,6 +42,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def add_run_args(p: argparse.ArgumentParser) -> None:
     """Options of the training loop, shared by ``train`` and ``resume``."""
     p.add_argument("--no-metatest", action="store_true", help="skip the final meta-test")
+    p.add_argument("--ray-address", dest="overrides", action=_SetKey, key="distributed.address",
+                   metavar="auto|HOST:PORT",
+                   help="evaluate on this Ray cluster ('auto': the one started on this machine "
+                   "with 'ray start'); default: a private Ray on this machine, loopback only")
+    p.add_argument("--workers", dest="overrides", action=_SetKey, key="distributed.workers",
+                   metavar="N", type=int,
+                   help="Ray workers (default: one per node, one per GPU share with "
+                   "distributed.gpus_per_worker); 0 evaluates in this process without Ray")
+
+
+class _SetKey(argparse.Action):
+    """A flag that is shorthand for ``--set KEY=VALUE`` (so it is validated like one)."""
+
+    def __init__(self, *args: object, key: str, **kwargs: object):
+        self.key = key
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 value: object, option_string: str | None = None) -> None:
+        overrides = list(getattr(namespace, self.dest, None) or [])
+        overrides.append(f"{self.key}={json.dumps(value)}")  # JSON strings are YAML strings
+        setattr(namespace, self.dest, overrides)
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
@@ -88,17 +115,18 @@ def train_and_test(
         from vsml_es.tasks import check_metatest_datasets
 
         check_metatest_datasets(config)
-    trainer = Trainer(config, run_dir)
-    state = None
-    if resume is not None:
-        state = restore(trainer, resume)
-    started = time.perf_counter()
-    try:
-        state = trainer.run(state)
-    except TrainingInterrupted as stop:
-        print(f"stopped by {stop.signal_name} after generation {stop.generation} (checkpoint "
-              f"saved). Resume with: vsml-es resume {run_dir}", file=sys.stderr)
-        return stop.exit_code
+    with evaluation(config) as (spec, data, evaluator):  # Ray, if any, stops with the block
+        trainer = Trainer(config, run_dir, evaluator=evaluator, spec=spec, data=data)
+        state = None
+        if resume is not None:
+            state = restore(trainer, resume)
+        started = time.perf_counter()
+        try:
+            state = trainer.run(state)
+        except TrainingInterrupted as stop:
+            print(f"stopped by {stop.signal_name} after generation {stop.generation} "
+                  f"(checkpoint saved). Resume with: vsml-es resume {run_dir}", file=sys.stderr)
+            return stop.exit_code
     minutes = (time.perf_counter() - started) / 60
     print(f"meta-training: {state.generation} generations in {minutes:.1f} min; "
           f"final mean fitness {trainer.last_row.get('fitness_mean', float('nan')):.4f}")
@@ -125,3 +153,33 @@ def restore(trainer: Trainer, plan: ResumePlan) -> TrainState | None:
         print(f"resuming from generation {state.generation} ({plan.checkpoint.path})")
     rewind(trainer.run_dir, plan.checkpoint)
     return state
+
+
+@contextmanager
+def evaluation(config: Config) -> Iterator[tuple[EvalSpec, TaskData, Evaluator]]:
+    """Task data and the evaluator that ``distributed`` asks for: in-process (workers 0) or on
+    Ray (a private local Ray, or the cluster at distributed.address).
+
+    Ray starts before the dataset is loaded (no fork after heavy JAX work) and is shut down on
+    the way out, also on errors and Ctrl-C, so no Ray process outlives the command.
+    """
+    from vsml_es.cli import UserError
+    from vsml_es.evaluator import LocalEvaluator, build_eval_spec
+
+    if config.distributed.workers == 0:
+        spec, data = build_eval_spec(config)
+        yield spec, data, LocalEvaluator(spec, data)
+        return
+    try:
+        from vsml_es import distributed
+    except ImportError as err:
+        raise UserError(f"Ray evaluation is not available ({err}). Evaluate in this process "
+                        "with --workers 0.") from None
+    with distributed.ray_session(config.distributed):
+        spec, data = build_eval_spec(config)
+        evaluator = distributed.RayEvaluator(spec, data, config.distributed)
+        print(f"evaluating on {evaluator.describe()}")
+        try:
+            yield spec, data, evaluator
+        finally:
+            evaluator.close()
