@@ -34,9 +34,6 @@ from vsml_es.tasks import TaskData
 POLL_S = 1.0  # how often the driver looks for hung shards while it waits
 CONNECT_TIMEOUT_S = 5.0  # TCP check of a HOST:PORT address before Ray is asked to join it
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
-# One XLA thread per actor that owns one CPU: without this every actor runs a thread per core
-# of the node and N actors oversubscribe the node N times. Fitness is the same either way.
-SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
 class ClusterError(UserError):
@@ -141,7 +138,11 @@ def node_ip_addresses() -> list[str]:
 
 
 def resolve_workers(dist: DistributedConfig) -> int:
-    """``workers`` or, when unset, as many actors as the nodes can hold now."""
+    """``workers`` or, when unset, one per live node (one per GPU share with GPUs).
+
+    A CPU worker's XLA already uses every core of its node, and its numerics depend on that
+    thread count, so more workers per node only oversubscribe it; one per node is the default.
+    """
     import ray
 
     nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
@@ -165,10 +166,11 @@ def resolve_workers(dist: DistributedConfig) -> int:
 
 
 def _fits_on(resources: dict[str, float], dist: DistributedConfig) -> int:
+    """Default workers on one node: one per GPU share, else one (XLA uses all its cores)."""
     count = int(resources.get("CPU", 0) // dist.cpus_per_worker)
     if dist.gpus_per_worker > 0:
-        count = min(count, int(resources.get("GPU", 0) // dist.gpus_per_worker))
-    return count
+        return min(count, int(resources.get("GPU", 0) // dist.gpus_per_worker))
+    return min(count, 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,8 +227,9 @@ class ShardWorker:
         import ray
 
         self._load(data_ref)
+        context = ray.get_runtime_context()
         return {"pid": os.getpid(), "node": ray.util.get_node_ip_address(),
-                "devices": [str(d) for d in jax.local_devices()]}
+                "node_id": context.get_node_id(), "devices": [str(d) for d in jax.local_devices()]}
 
     def evaluate(
         self, data_ref: list[Any], population: Any, generation: int, episode_ids: np.ndarray
@@ -288,9 +291,10 @@ class RayEvaluator:
         self.spec = spec
         self.dist = dist
         self.workers = resolve_workers(dist)
+        # XLA's CPU threading is left as in the driver on purpose: its matmul blocking depends on
+        # the thread-pool size, and fewer threads (--xla_cpu_multi_thread_eigen=false) changed
+        # fitness in the last bit. Same machine type, same settings, same bits.
         env = {}
-        if dist.gpus_per_worker == 0 and dist.cpus_per_worker < 2:
-            env["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {SINGLE_THREAD_XLA}".strip()
         if 0 < dist.gpus_per_worker < 1:  # actors share a GPU: each takes only its share
             env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{0.9 * dist.gpus_per_worker:.3f}"
         self._actor_cls = ray.remote(ShardWorker).options(
@@ -298,6 +302,7 @@ class RayEvaluator:
             num_gpus=dist.gpus_per_worker,
             max_restarts=-1,  # a killed actor comes back; retries of a shard are bounded below
             max_task_retries=0,  # the driver re-sends shards itself, possibly elsewhere
+            scheduling_strategy="SPREAD",  # over the nodes first, not packed onto the head
             runtime_env={"env_vars": env} if env else None,
         )
         self._data_ref = ray.put(jax.tree.map(np.asarray, data))  # placed once, shared
@@ -307,7 +312,12 @@ class RayEvaluator:
         self.bytes_sent = 0
         self.bytes_received = 0
         self.peak_in_flight = 0
-        self._wait_for_workers()
+        self.in_flight = 0  # shards running now
+        try:
+            self._wait_for_workers()
+        except BaseException:
+            self.close()  # no actor left pending in the cluster
+            raise
 
     # -- actors --------------------------------------------------------------------------------
 
@@ -398,6 +408,7 @@ class RayEvaluator:
             for ref in ready:
                 if ref in gen.sent:
                     self._collect(gen, ref, gen.sent.pop(ref))
+                    self.in_flight = len(gen.sent)
                 else:
                     self._on_ping(pings[ref])
             self._kill_hung(gen)
@@ -424,7 +435,8 @@ class RayEvaluator:
             gen.sent[ref] = _Sent(shard, slot_index, time.monotonic())
             gen.last_slot[shard] = slot_index
             self.bytes_sent += nbytes(payload) + ids.nbytes
-            self.peak_in_flight = max(self.peak_in_flight, len(gen.sent))
+            self.in_flight = len(gen.sent)
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
 
     def _collect(self, gen: _Generation, ref: Any, sent: _Sent) -> None:
         import ray
@@ -479,6 +491,16 @@ class RayEvaluator:
         alive = sum(s.state in ("idle", "busy") for s in self.slots)
         return {"workers": f"{alive}/{len(self.slots)}", "in_flight": self.peak_in_flight,
                 "resent": self.resent}
+
+    def describe(self) -> str:
+        """For the log: how many workers, on how many nodes, where."""
+        up = [s.info for s in self.slots if s.state in ("idle", "busy")]
+        nodes = len({info["node_id"] for info in up})
+        where = ("a private Ray on this machine (loopback only)" if self.dist.address is None
+                 else f"the Ray cluster at {self.dist.address}")
+        return (f"{len(up)} Ray worker(s) on {nodes} node(s) of {where}, "
+                f"{self.dist.cpus_per_worker:g} CPU(s) and {self.dist.gpus_per_worker:g} GPU(s) "
+                "reserved each")
 
     def worker_pids(self) -> list[int]:
         """Process ids of the started actors (they change when Ray restarts one)."""
