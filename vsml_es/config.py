@@ -150,9 +150,9 @@ class DistributedConfig:
     """
 
     address: str | None = None  # None: private local Ray (loopback only); auto | HOST:PORT
-    workers: int | None = None  # Ray actors; None: one per cpus_per_worker CPUs; 0: in-process
-    cpus_per_worker: float = 1.0  # CPUs reserved per actor (also its XLA thread budget)
-    gpus_per_worker: float = 0.0  # GPUs per actor; a shard is spread over the actor's devices
+    workers: int | None = None  # Ray actors; None: one per node (per GPU share); 0: in-process
+    cpus_per_worker: float = 1.0  # CPUs Ray reserves per actor (XLA uses all of the node's)
+    gpus_per_worker: float = 0.0  # GPUs per actor (fractions share a GPU)
     shard_timeout_s: float = 900.0  # a shard running longer is presumed hung and re-sent
     max_retries: int = 3  # re-sends of one shard before the run stops with the worker's error
     startup_timeout_s: float = 120.0  # wait this long for the first actor to be placed
