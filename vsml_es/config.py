@@ -155,7 +155,7 @@ class DistributedConfig:
     gpus_per_worker: float = 0.0  # GPUs per actor (fractions share a GPU)
     shard_timeout_s: float = 900.0  # a shard running longer is presumed hung and re-sent
     max_retries: int = 3  # re-sends of one shard before the run stops with the worker's error
-    startup_timeout_s: float = 120.0  # wait this long for the first actor to be placed
+    startup_timeout_s: float = 600.0  # wait for actors to be placed (cloud nodes take minutes)
 
 
 @dataclass(frozen=True)
