@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import sys
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -172,11 +173,18 @@ def tune_baselines(config: Config, steps: int) -> dict[str, tuple[float, dict[fl
     if not mt.baselines:
         return {}
     task, data = tuning_task(config, steps)
-    return {
+    tuned = {
         name: tune_baseline(name, learning_rate_grid(name, mt), task, data,
                             mt.sgd_tuning_episodes, mt.seed, mt.mlp_hidden)
         for name in mt.baselines
     }
+    for name, (best, scores) in tuned.items():
+        if len(scores) > 1 and best in (min(scores), max(scores)):
+            key = "sgd" if GRADIENT_BASELINES[name].optimizer == "sgd" else "adam"
+            print(f"warning: the best learning rate of baseline '{name}' ({best:g}) is at the "
+                  f"edge of metatest.{key}_learning_rates; a wider grid may tune it better.",
+                  file=sys.stderr)
+    return tuned
 
 
 def meta_test(
