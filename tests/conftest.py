@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
 # Tests never touch the network and never pick up a user's running Ray cluster.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Tests never read a user's prepared datasets: each session gets an empty data dir, and tests
+# that need a TFDS dataset prepare it themselves (offline, from Debian's files).
+os.environ["VSML_ES_DATA_DIR"] = tempfile.mkdtemp(prefix="vsml-es-test-data-")
 
 TINY = [
     "training.population_size=8",
@@ -18,6 +22,7 @@ TINY = [
     "metatest.steps=12",
     "metatest.sgd_tuning_episodes=2",
     "logging.progress=false",
+    "metatest.datasets=[digits:test]",
 ]
 
 

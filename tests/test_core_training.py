@@ -106,7 +106,7 @@ def test_end_to_end_train_and_evaluate(tiny_overrides, tmp_path, capsys):
     overrides = [arg for o in tiny_overrides for arg in ("--set", o)]
     assert main(["train", str(QUICKSTART), "--run-dir", str(run_dir), *overrides]) == 0
     out = capsys.readouterr().out
-    assert "VSML" in out and "online SGD" in out and "acc first 25%" in out
+    assert "VSML" in out and "SGD linear" in out and "acc first 25%" in out
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["generation"] for r in rows] == [0, 1, 2]
     assert all(np.isfinite(r["fitness_mean"]) for r in rows)
