@@ -35,6 +35,7 @@ TRAIN_SET = [
     "training.generations=6",
     "checkpoint.every=3",
     "logging.progress=false",
+    "distributed.workers=0",  # in-process evaluation
     "metatest.datasets=[digits:test]",
     f"metatest.episodes={EPISODES}",
     f"metatest.steps={STEPS}",
