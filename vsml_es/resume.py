@@ -26,8 +26,8 @@ from vsml_es.config import Config, ConfigError, config_from_dict, config_to_dict
 from vsml_es.metrics import truncate_metrics
 
 # Keys (exact, or a section ending in ".") that may change on resume: they decide how long to
-# train, what is logged or checkpointed, where it runs and how the result is meta-tested,
-# never which numbers the generations compute.
+# train, what is logged or checkpointed, where it runs (workers, the data's location on this
+# machine) and how the result is meta-tested, never which numbers the generations compute.
 SAFE_TO_CHANGE = (
     "name",
     "training.generations",
@@ -36,6 +36,7 @@ SAFE_TO_CHANGE = (
     "distributed.",
     "metatest.",
     "compare.",
+    "task.data_dir",
 )
 # A different version of these may compute different floats: resume warns.
 VERSION_SENSITIVE = ("jax", "jaxlib", "evosax", "numpy")
