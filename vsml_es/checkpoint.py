@@ -339,10 +339,15 @@ def read_checkpoint(path: Path) -> Checkpoint:
             f"it has format version {meta['format_version']}, newer than this vsml-es reads "
             f"({FORMAT_VERSION}); upgrade vsml-es"
         )
+    generation = meta.get("generation")
     match = _NAME.match(path.name)
-    if match and int(match.group(1)) != meta.get("generation"):
-        raise CheckpointError(f"it holds generation {meta.get('generation')}, not its name's")
-    return Checkpoint(path, int(meta["generation"]), meta, arrays)
+    if not isinstance(generation, int) or (match and int(match.group(1)) != generation):
+        raise CheckpointError(f"it holds generation {generation!r}, not its name's")
+    missing = [k for k in ("config", "es_state", "es_params", "mean_params", "rng_key_impl")
+               if k not in meta]
+    if missing:
+        raise CheckpointError(f"meta.json lacks {', '.join(missing)}")
+    return Checkpoint(path, generation, meta, arrays)
 
 
 def latest_checkpoint(run_dir: Path, report: Report = _stderr) -> Checkpoint | None:
