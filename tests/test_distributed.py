@@ -263,6 +263,36 @@ def test_embedded_default_listens_on_loopback_only_and_leaves_nothing_behind(
     assert not ray_processes(), "Ray processes outlived 'vsml-es train'"
 
 
+def test_ctrl_c_checkpoints_and_stops_every_ray_process(tmp_path: Path) -> None:
+    """Ctrl-C in a terminal signals the whole process group: Ray's own processes included."""
+    command = [shutil.which("vsml-es") or sys.executable, *([] if shutil.which("vsml-es") else
+               ["-m", "vsml_es.cli"]), "train", EXPERIMENT, *sets(["training.generations=50"]),
+               "--run-dir", str(tmp_path), "--no-metatest"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)  # its own process group, like a shell job
+    try:
+        deadline = time.monotonic() + 240
+        while not (tmp_path / "metrics.jsonl").exists() or not (
+                tmp_path / "metrics.jsonl").read_text().strip():
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "no generation finished"
+            time.sleep(0.2)
+        tree = {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
+        assert ray_processes(tree), "the embedded Ray is not running under the driver"
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 128 + signal.SIGINT, err.decode()
+    assert "Resume with" in err.decode()
+    assert list((tmp_path / "checkpoints").iterdir())
+    deadline = time.monotonic() + 15
+    while ray_processes(tree) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not ray_processes(tree), "Ray processes outlived the interrupted driver"
+
+
 # --------------------------------------------------------------------------------------------
 # Bad input: clear and early
 

@@ -56,9 +56,10 @@ def _prepare_environment(address: str | None) -> None:
     """Environment that Ray reads when it is imported and when it starts its processes."""
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # never phone home
     if _is_loopback(address):
-        # Ray's switch for "this machine only": node IP 127.0.0.1, so every listener of an
-        # embedded Ray binds to loopback (otherwise they bind to all interfaces).
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        # Ray's switch for "this machine only": localhost stays 127.0.0.1 (Ray would rewrite it
+        # to the machine's network address), so every listener of an embedded Ray binds to
+        # loopback instead of all interfaces. Read when Ray is imported.
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 
 def _check_reachable(address: str) -> None:
@@ -86,10 +87,10 @@ def _init_ray(dist: DistributedConfig) -> None:
     if dist.address is None:
         if ray.util.get_node_ip_address() not in ("127.0.0.1", "::1"):
             raise ClusterError(
-                "Ray was imported before vsml-es could keep the embedded Ray on loopback, so "
-                "it would listen on all network interfaces. Set the environment variable "
-                "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before starting, or use "
-                "--ray-address to join a cluster you started."
+                "The private local Ray would listen on all network interfaces: Ray was "
+                "imported in this process before vsml-es could keep it on loopback. Set the "
+                "environment variable RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before Python "
+                "starts, or join a cluster you started with --ray-address."
             )
         want = (dist.workers or 0) * dist.cpus_per_worker
         ray.init(address="local", num_cpus=max(_cpu_count(), math.ceil(want)),
@@ -99,7 +100,13 @@ def _init_ray(dist: DistributedConfig) -> None:
         _check_reachable(dist.address)
     try:
         ray.init(address=dist.address, **common)
-    except ConnectionError as err:
+    except ray.exceptions.AuthenticationError as err:
+        raise ClusterError(
+            f"The Ray cluster at '{dist.address}' refused this driver's token ({err}). Use "
+            "the cluster's token: RAY_AUTH_MODE=token and ~/.ray/auth_token or RAY_AUTH_TOKEN "
+            "as on its nodes (see cluster/README.md)."
+        ) from None
+    except (ConnectionError, RuntimeError) as err:  # no cluster, or a Ray version mismatch
         raise ClusterError(
             f"Cannot join a Ray cluster at '{dist.address}': {err} Start one with 'ray start "
             "--head' (see cluster/README.md), or leave --ray-address out for a private local "
@@ -128,13 +135,6 @@ def ray_session(dist: DistributedConfig) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
-
-
-def node_ip_addresses() -> list[str]:
-    """IP addresses of the live nodes (for messages and the loopback test)."""
-    import ray
-
-    return sorted({n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]})
 
 
 def resolve_workers(dist: DistributedConfig) -> int:
@@ -365,9 +365,9 @@ class RayEvaluator:
         dead = [s for s in self.slots if s.state == "dead"]
         if len(dead) == len(self.slots):
             raise WorkerError(
-                f"All {len(self.slots)} Ray workers failed to start; the last error was: "
-                f"{dead[-1].error} Fix the cause (memory, a missing package on the nodes) or "
-                "lower distributed.workers."
+                f"All {len(self.slots)} Ray workers are gone (they could not start or be "
+                f"restarted); the last error was: {dead[-1].error} Fix the cause (memory, a "
+                "package missing on the nodes) or lower distributed.workers."
             )
         oldest = min(s.since for s in self.slots if s.state == "starting")
         if time.monotonic() - oldest > self.dist.startup_timeout_s:
