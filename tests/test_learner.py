@@ -202,12 +202,21 @@ def test_new_dataset_with_fewer_features_and_classes(vsml_file: Path) -> None:
     np.testing.assert_array_equal(once.predict_proba(X[128:]), proba)
 
 
-def test_more_features_than_inputs_are_projected(vsml_file: Path) -> None:
+def test_more_features_are_projected_and_other_images_resized(vsml_file: Path) -> None:
     X = np.random.default_rng(1).normal(size=(40, 100))
     y = np.arange(40) % 4
     clf = vsml_es.load_learner(vsml_file, normalize="none")
     clf.partial_fit(X, y, classes=[0, 1, 2, 3])
     assert clf.predict_proba(X[:5]).shape == (5, 4)
+    # 16x16 images (the digits, upscaled) are resized to the 8x8 the learner was trained on.
+    _, spec = read_learner(vsml_file)
+    assert spec.example_shape == (8, 8, 1)
+    task, data = load_task("digits:test", "test", 8, 10)
+    images = np.repeat(np.repeat(np.asarray(data.x[:40]), 2, axis=1), 2, axis=2)
+    big = vsml_es.load_learner(vsml_file)  # normalize as in meta-training
+    big.partial_fit(images, np.asarray(data.y[:40]), classes=range(10))
+    assert big.n_features_in_ == 256 and big.predict(images[:3]).shape == (3,)
+    assert big._pipe.preprocess.resize == (8, 8) and not big._pipe.project
     iris_X, iris_y = load_iris(return_X_y=True)
     padded = vsml_es.load_learner(vsml_file, normalize="none", input_map="pad")
     padded.partial_fit(StandardScaler().fit_transform(iris_X), iris_y, classes=[0, 1, 2])
@@ -285,7 +294,11 @@ def test_learner_input_errors(vsml_file: Path) -> None:
         (lambda: fresh(input_map="pad").partial_fit(np.zeros((2, 70)), [0, 1], classes=[0, 1]),
          "more than the network's 64 inputs; zero-padding cannot drop features: use "
          "input_map='project'"),
-        (lambda: fresh(input_map="resize"), "input_map is 'resize'; valid: auto, exact, pad"),
+        (lambda: fresh(input_map="bilinear"), "input_map is 'bilinear'; valid: auto, exact, pad"),
+        (lambda: fresh(input_map="resize").partial_fit(X[:5], y[:5], classes=[0, 1, 2]),
+         "input_map='resize' needs images [n_samples, height, width, channels] with the "
+         "meta-training images' 1 channel(s) (their shape: [8, 8, 1]); X has examples of shape "
+         "(13,)"),
         (lambda: vsml_es.load_learner(vsml_file, normalize="minmax"),
          "normalize is 'minmax'; valid: dataset, example, none"),
         (lambda: fresh(random_state="seven"), "random_state must be an int seed or a JAX key"),

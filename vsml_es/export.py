@@ -143,6 +143,7 @@ def learner_meta(source: Source, scores: list[dict[str, Any]], note: str) -> dic
         "input": {
             "preprocess": task.get("preprocess", {}),
             "stats": source.info.get("input_stats", []),
+            "example_shape": source.info.get("example_shape"),
         },
         "training": {
             "run_name": config.get("name"),

@@ -6,8 +6,9 @@ the only things that change while it learns are the LSTM states (its "weights");
 meta-parameters stay fixed and there are no gradients and no optimizer.
 
 Inputs go through the same on-device preprocessing as in meta-training
-(``vsml_es.preprocess``), then are zero-padded or randomly projected to the network's input size
-when the number of features differs. Up to ``n_outputs`` classes can be learned.
+(``vsml_es.preprocess``); when their size differs from the network's input, images are resized
+to the training images' size and other data is zero-padded or randomly projected. Up to
+``n_outputs`` classes can be learned.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from vsml_es.params_io import load_params
 from vsml_es.tasks import Task
 
 NORMALIZE = ("dataset", "example", "none")
-INPUT_MAPS = ("auto", "exact", "pad", "project")
+INPUT_MAPS = ("auto", "exact", "pad", "project", "resize")
 CHUNK = 32  # rows per jitted call
 
 
@@ -54,6 +55,7 @@ class LearnerSpec:
     preprocess: PreprocessConfig  # the meta-training input preprocessing
     stats: tuple[tuple[str, float, float], ...]  # (dataset, mean, std) behind 'dataset' normalize
     info: dict[str, Any]  # the file's whole metadata
+    example_shape: tuple[int, ...] | None = None  # a preprocessed training example, unflattened
 
 
 def read_learner(path: str | Path) -> tuple[dict[str, np.ndarray], LearnerSpec]:
@@ -72,8 +74,10 @@ def read_learner(path: str | Path) -> tuple[dict[str, np.ndarray], LearnerSpec]:
         tree = {"model": meta.get("model", {}),
                 "task": {"preprocess": meta.get("input", {}).get("preprocess", {})}}
         stats = meta.get("input", {}).get("stats", [])
+        example_shape = meta.get("input", {}).get("example_shape")
     elif kind == PARAMS_FORMAT:
         tree, stats = meta.get("config", {}), meta.get("input_stats", [])
+        example_shape = meta.get("example_shape")
     else:
         raise LearnerError(
             f"'{path}' is not a vsml-es learner file (format {kind!r}); export one with "
@@ -94,6 +98,7 @@ def read_learner(path: str | Path) -> tuple[dict[str, np.ndarray], LearnerSpec]:
         preprocess=config.task.preprocess,
         stats=tuple((s.get("dataset", "?"), float(s["mean"]), float(s["std"])) for s in stats),
         info=meta,
+        example_shape=tuple(int(d) for d in example_shape) if example_shape else None,
     )
     _check_shapes(path, params, spec)
     return params, spec
@@ -126,8 +131,10 @@ def load_learner(
         kind), ``'example'`` (per-example standardization), ``'none'`` (X is already
         standardized, e.g. by sklearn's StandardScaler). Default: as in meta-training.
     input_map: how X's features reach the network's inputs when the counts differ:
-        ``'auto'`` (zero-pad fewer, randomly project more), ``'pad'``, ``'project'``,
-        ``'exact'`` (refuse any difference).
+        ``'auto'`` (images with the training images' channels are resized to their height and
+        width, as ``metatest.preprocess.resize`` does; other data is zero-padded when it has
+        fewer features, randomly projected when it has more), ``'resize'``, ``'pad'``,
+        ``'project'``, ``'exact'`` (refuse any difference).
     random_state: seed (or JAX key) of the random initial LSTM states (the initial "weights").
     projection_seed: seed of the random projection.
     """
@@ -367,13 +374,25 @@ class OnlineClassifier:
         """Choose preprocessing and the pad/projection for examples of ``shape`` (once)."""
         cfg = dataclasses.replace(self.spec.preprocess, normalize=self.normalize, shuffle="none",
                                   projection="none", classes=())
+        target, n, mode = self.spec.example_shape, self.n_inputs, self.input_map
+        resizable = (len(shape) == 3 and target is not None and len(target) == 3
+                     and shape[2] == target[2])
+        if mode == "resize" and not resizable:
+            raise LearnerError(
+                f"input_map='resize' needs images [n_samples, height, width, channels] with "
+                f"the meta-training images' {target[-1] if target else '?'} channel(s) "
+                f"(their shape: {list(target) if target else 'not recorded in this file'}); X "
+                f"has examples of shape {shape}."
+            )
         try:
             out = pre.output_shape("X", shape, cfg)
         except DatasetError:  # the training resize/pad does not apply to this data: flatten
             cfg = dataclasses.replace(cfg, resize=(), pad_to=())
             out = pre.output_shape("X", shape, cfg)
-        features, n = int(np.prod(out)), self.n_inputs
-        mode = self.input_map
+        if mode == "resize" or (mode == "auto" and resizable and int(np.prod(out)) != n):
+            cfg = dataclasses.replace(cfg, resize=tuple(target[:2]), pad_to=())
+            out, mode = pre.output_shape("X", shape, cfg), "exact"
+        features = int(np.prod(out))
         if mode == "auto":
             mode = "exact" if features == n else ("pad" if features < n else "project")
         if mode == "exact" and features != n:

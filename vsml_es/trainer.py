@@ -24,6 +24,7 @@ from vsml_es.es import Strategy, build_strategy, sanitize_fitness
 from vsml_es.evaluator import EvalSpec, Evaluator, LocalEvaluator, build_eval_spec
 from vsml_es.metrics import MetricsLog
 from vsml_es.params_io import atomic_write_bytes, save_params
+from vsml_es.preprocess import output_shape
 from vsml_es.signals import GenerationAbandoned, StopSignals, TrainingInterrupted
 from vsml_es.tasks import TaskData
 
@@ -106,13 +107,17 @@ class Trainer:
     def run_info(self) -> dict[str, Any]:
         """What a parameter file or checkpoint must carry to be used without the dataset."""
         task = self.spec.task
+        parts = getattr(task, "parts", (task,))  # a mixture has one task per dataset
+        first_data = self.data if hasattr(self.data, "x") else self.data[0]
+        shape = output_shape(parts[0].name, tuple(first_data.x.shape[1:]), parts[0].preprocess)
         return {
             "config": config_to_dict(self.config),
             "num_features": task.num_features,
             "num_outputs": task.num_outputs,
+            "example_shape": list(shape),  # one preprocessed example before flattening
             # Statistics behind task.preprocess.normalize='dataset' (one entry per dataset).
             "input_stats": [{"dataset": part.name, "mean": part.mean, "std": part.std}
-                            for part in getattr(task, "parts", (task,))],
+                            for part in parts],
         }
 
     def save_checkpoint(self, state: TrainState, log: MetricsLog) -> Path:
