@@ -119,7 +119,7 @@ def test_end_to_end_train_and_evaluate(tiny_overrides, tmp_path, capsys):
     # evaluate the saved parameters on another number of steps
     assert main(["evaluate", str(run_dir / "params.npz"), "--steps", "6", "--episodes", "3"]) == 0
     out = capsys.readouterr().out
-    assert "3 episodes of 6 steps" in out
+    assert "over 3 episodes of 6 online steps" in " ".join(out.split())
 
 
 def test_evaluate_rejects_non_parameter_file(tmp_path, capsys):
