@@ -1,6 +1,11 @@
 """vsml-es: meta-learn learning algorithms with VSML and evolution strategies."""
 
+from vsml_es import host_devices as _host_devices
+
 __version__ = "0.1.0"
+
+# One XLA host device per core, before JAX starts (VSML_ES_CPU_DEVICES=1 opts out).
+_host_devices.configure()
 
 __all__ = ["__version__", "load_learner"]
 

@@ -9,11 +9,13 @@ identical streams.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, PartitionSpec
 
 from vsml_es import vsml
 from vsml_es.config import ModelConfig
@@ -101,8 +103,7 @@ def fitness_from_losses(losses: jax.Array, mode: str) -> jax.Array:
     return jnp.mean(losses, axis=-1)
 
 
-@partial(jax.jit, static_argnames=("task", "model", "fitness_mode"))
-def population_fitness(
+def _population_fitness(
     params_batch: vsml.Params,
     seed: jax.Array,
     generation: jax.Array,
@@ -118,3 +119,44 @@ def population_fitness(
         params_batch, keys, data, task, model
     )
     return fitness_from_losses(losses, fitness_mode), jnp.mean(correct, axis=-1)
+
+
+population_fitness = partial(jax.jit, static_argnames=("task", "model", "fitness_mode"))(
+    _population_fitness
+)
+
+
+@lru_cache(maxsize=32)
+def population_fitness_on(
+    devices: tuple[jax.Device, ...], task: Task, model: ModelConfig, fitness_mode: str
+) -> Callable[..., tuple[jax.Array, jax.Array]]:
+    """``population_fitness`` for ``len(devices)`` chunks of members at once, one per device.
+
+    Each device runs exactly the single-chunk computation on its own chunk (``shard_map``, no
+    communication), so a member's fitness does not depend on how many devices share the work.
+    Built once per (devices, task, model, mode) and reused by every generation: no recompiles.
+    Call as ``fn(params_batch, seed, generation, episode_ids, data)`` with the member axis a
+    multiple of the device count.
+    """
+    mesh = Mesh(np.asarray(devices), ("members",))
+
+    def body(
+        params_batch: vsml.Params,
+        seed: jax.Array,
+        generation: jax.Array,
+        episode_ids: jax.Array,
+        data: TaskData,
+    ) -> tuple[jax.Array, jax.Array]:
+        return _population_fitness(
+            params_batch, seed, generation, episode_ids, data, task, model, fitness_mode
+        )
+
+    members, shared = PartitionSpec("members"), PartitionSpec()
+    sharded = jax.shard_map(
+        body,
+        mesh=mesh,
+        in_specs=(members, shared, shared, members, shared),
+        out_specs=members,
+        check_vma=False,  # the episode scan's carry starts replicated and becomes per-member
+    )
+    return jax.jit(sharded)

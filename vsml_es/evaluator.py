@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vsml_es.config import Config, ModelConfig
-from vsml_es.episodes import population_fitness
+from vsml_es.episodes import population_fitness_on
 from vsml_es.tasks import Task, TaskData, build_task
 
 
@@ -62,30 +62,58 @@ def slice_members(population: Any, index: np.ndarray) -> Any:
 
 
 def evaluate_members(
-    spec: EvalSpec, data: TaskData, population: Any, generation: int, episode_ids: np.ndarray
+    spec: EvalSpec,
+    data: TaskData,
+    population: Any,
+    generation: int,
+    episode_ids: np.ndarray,
+    devices: tuple[jax.Device, ...] | None = None,
 ) -> Evaluation:
-    """Evaluate any number of members in fixed-size chunks (pure; used by every evaluator)."""
+    """Evaluate any number of members in fixed-size chunks (pure; used by every evaluator).
+
+    Chunks run one per device in parallel (default: all local devices; on a CPU these are
+    the host devices that ``vsml_es.host_devices`` splits the machine into). Every device runs
+    the same single-chunk computation, so fitness does not depend on the device count.
+    """
     population = jax.tree.map(np.asarray, population)
     episode_ids = np.asarray(episode_ids, dtype=np.int32)
     n = episode_ids.shape[0]
-    fitness, accuracy = [], []
-    for start in range(0, n, spec.chunk):
-        index = np.arange(start, start + spec.chunk)
-        index = np.minimum(index, n - 1)  # pad the last chunk with copies of the last member
-        f, a = population_fitness(
-            slice_members(population, index),
-            jnp.int32(spec.seed),
-            jnp.int32(generation),
-            jnp.asarray(episode_ids[index]),
-            data,
-            spec.task,
-            spec.model,
-            spec.fitness_mode,
+    devices = tuple(devices or jax.local_devices())
+    # Pad the last chunk with copies of the last member.
+    chunks = [np.minimum(np.arange(s, s + spec.chunk), n - 1) for s in range(0, n, spec.chunk)]
+    pending = []
+    for first in range(0, len(chunks), len(devices)):
+        group = chunks[first : first + len(devices)]
+        on = devices[: len(group)]
+        index = np.concatenate(group)
+        fn = population_fitness_on(on, spec.task, spec.model, spec.fitness_mode)
+        pending.append(  # dispatched asynchronously: groups queue up while others run
+            fn(
+                slice_members(population, index),
+                np.int32(spec.seed),
+                np.int32(generation),
+                episode_ids[index],
+                replicated(data, on),
+            )
         )
-        keep = min(spec.chunk, n - start)
-        fitness.append(np.asarray(f)[:keep])
-        accuracy.append(np.asarray(a)[:keep])
-    return Evaluation(np.concatenate(fitness), np.concatenate(accuracy))
+    fitness = np.concatenate([np.asarray(f) for f, _ in pending])[:n]
+    accuracy = np.concatenate([np.asarray(a) for _, a in pending])[:n]
+    return Evaluation(fitness, accuracy)
+
+
+_REPLICAS: dict[tuple[Any, ...], tuple[TaskData, TaskData]] = {}
+
+
+def replicated(data: TaskData, devices: tuple[jax.Device, ...]) -> TaskData:
+    """``data`` on every device, copied once per (data, devices) rather than per generation."""
+    key = (*(id(leaf) for leaf in jax.tree.leaves(data)), devices)
+    if key not in _REPLICAS:
+        if len(_REPLICAS) >= 8:  # a few datasets per process at most; forget the oldest
+            _REPLICAS.pop(next(iter(_REPLICAS)))
+        sharding = NamedSharding(Mesh(np.asarray(devices), ("members",)), PartitionSpec())
+        # The original is kept alive with its copy, so its id() cannot be reused meanwhile.
+        _REPLICAS[key] = (data, jax.device_put(data, sharding))
+    return _REPLICAS[key][1]
 
 
 class LocalEvaluator:

@@ -1,0 +1,336 @@
+"""Connection-ticks per second of the VSML population evaluator, the straightforward
+implementation and this machine's roofline, all measured in one run on the same machine.
+
+A connection tick is one LSTM step of one connection (a, b). One evaluation of P members on
+episodes of T steps is P·T·Σ(n_in·n_out)·micro_ticks·(2 with the backward pass) of them.
+
+Rows (per size):
+  ours         the project's evaluator (``evaluator.evaluate_members``): fast layout, one chunk of
+               members per local device
+  reference    ``vsml_es.reference``: one LSTM per connection (nested vmap), messages
+               concatenated into each LSTM input and projected per connection, then averaged;
+               all members in one jit on one device
+  ablations    (--ablations) ours on one device; the factored math in the public layout with
+               jax.nn.sigmoid (the fast path before the speed work)
+  limits       (--limits) the two XLA building blocks alone on one device: the batched K=16
+               recurrent matmul and the gates (5 transcendentals per state element)
+The roofline row: a large jitted f32 matmul (FLOP/s) and a large copy (bytes read + written
+per second); a connection tick needs ≈2.3 kFLOP and 256 B of state traffic.
+
+Compile time is excluded from the rates (first call minus the best later call) and printed
+apart. Rates are the best of ``--repeats`` calls: on a shared machine the best call is the one
+least disturbed by other work. Compare rows of one run only.
+
+    python benchmarks/throughput.py            # full table (several minutes on 2 cores)
+    python benchmarks/throughput.py --quick    # digits size only, short episodes (< 1 min)
+    python benchmarks/throughput.py --memory   # peak memory of an evaluation, T=2000 vs T=100
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Importing vsml_es splits the CPU into host devices; JAX's backend starts later, at first use.
+from vsml_es import reference, vsml
+from vsml_es.config import ModelConfig
+from vsml_es.data import ArrayDataset
+from vsml_es.episodes import population_fitness_on, vsml_episode
+from vsml_es.evaluator import EvalSpec, evaluate_members, replicated
+from vsml_es.tasks import Task, TaskData, load_task, make_task
+
+BYTES_PER_TICK = 4 * 16 * 4  # h and c read and written, 16 floats each
+
+
+def flop_per_tick(model: ModelConfig) -> int:
+    """W_h·h (2·s·4s), the two message terms (2·4s) and ≈10 elementwise ops per state element."""
+    s = model.state_size
+    return 2 * s * 4 * s + 2 * 4 * s + 10 * s
+
+
+@dataclass(frozen=True)
+class Size:
+    name: str
+    features: int
+    hidden: tuple[int, ...]
+    population: int
+    episode_length: int
+
+
+SIZES = {
+    "digits": Size("digits", 64, (), 64, 100),
+    "mnist": Size("mnist", 784, (), 16, 100),
+    "deep": Size("deep", 784, (32,), 16, 100),
+}
+
+
+def connection_ticks(size: Size, model: ModelConfig, episode_length: int) -> int:
+    widths = [size.features, *size.hidden, 10]
+    connections = sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=False))
+    passes = 2 if model.backward_pass else 1
+    return size.population * episode_length * connections * model.micro_ticks * passes
+
+
+def build_task(size: Size, episode_length: int) -> tuple[Task, TaskData]:
+    """Real digits at digits size; MNIST-shaped random pixels otherwise (no download)."""
+    if size.features == 64:
+        return load_task("digits", "train", episode_length, 10)
+    rng = np.random.default_rng(0)
+    side = int(round(size.features**0.5))
+    x = rng.integers(0, 256, (2000, side, side, 1), dtype=np.uint8)
+    y = rng.integers(0, 10, 2000).astype(np.int32)
+    dataset = ArrayDataset("mnist-shaped", "bench", x, y, 10, float(x.mean()), float(x.std()))
+    return make_task(dataset, episode_length, 10, True)
+
+
+def population(model: ModelConfig, size: Size) -> vsml.Params:
+    """An ES-like population: the initial parameters plus Gaussian noise per member."""
+    params = vsml.init_params(jax.random.key(0), model)
+    keys = jax.random.split(jax.random.key(1), len(params))
+    return {
+        name: np.asarray(value + 0.1 * jax.random.normal(k, (size.population, *value.shape)))
+        for k, (name, value) in zip(keys, sorted(params.items()), strict=True)
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# The implementations compared
+
+
+def ours(spec: EvalSpec, data: TaskData, devices: tuple[Any, ...]) -> Callable[..., Any]:
+    def run(pop: vsml.Params, ids: np.ndarray) -> np.ndarray:
+        return evaluate_members(spec, data, pop, 0, ids, devices).fitness
+
+    return run
+
+
+def single_jit(layer_fn: vsml.LayerFn, task: Task, data: TaskData, model: ModelConfig) -> Callable:
+    """All members in one jit on the default device, with ``layer_fn`` on the public layout."""
+
+    @jax.jit
+    def losses(pop: vsml.Params, keys: jax.Array) -> jax.Array:
+        episode = jax.vmap(lambda p, k: vsml_episode(p, k, data, task, model, layer_fn)[0])
+        return episode(pop, keys).mean(axis=-1)
+
+    def run(pop: vsml.Params, ids: np.ndarray) -> np.ndarray:
+        keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(jnp.asarray(ids))
+        return np.asarray(losses(pop, keys))
+
+    return run
+
+
+def public_layout_ticks(
+    params: vsml.Params, state: vsml.LayerState, fwd_in: jax.Array, bwd_in: jax.Array, ticks: int
+) -> tuple[vsml.LayerState, jax.Array, jax.Array]:
+    """The factored fast path as it was before the speed work: [n_in, n_out, s], sigmoid."""
+    m = fwd_in.shape[-1]
+    w = params["lstm_w"]
+    w_f, w_g, w_h = w[:m], w[m : 2 * m], w[2 * m :]
+    message = (fwd_in @ w_f)[:, None, :] + (bwd_in @ w_g + params["lstm_b"])[None, :, :]
+    h, c = state
+    for _ in range(ticks):
+        h, c = vsml.lstm_cell(h @ w_h + message, c)
+    fwd_out = jnp.mean(h, axis=0) @ params["fwd_w"] + params["fwd_b"]
+    bwd_out = jnp.mean(h, axis=1) @ params["bwd_w"] + params["bwd_b"]
+    return vsml.LayerState(h, c), fwd_out, bwd_out
+
+
+def kernel_limits(
+    size: Size, model: ModelConfig, ticks: int = 20
+) -> dict[str, tuple[Callable, tuple, int]]:
+    """The recurrent matmul and the gates alone, over the largest layer, ``ticks`` times."""
+    s = model.state_size
+    conns = max(a * b for a, b in vsml.layer_sizes(model, size.features, 10))
+    k = jax.random.key(2)
+    w = jax.random.normal(k, (size.population, 4 * s, s)) * 0.3
+    h = jax.random.normal(k, (size.population, s, conns))
+    z = jax.random.normal(k, (size.population, 4 * s, conns))
+
+    def repeat(step: Callable[[jax.Array], jax.Array]) -> Callable:
+        return jax.jit(lambda x0: jax.lax.fori_loop(0, ticks, lambda _, x: step(x), x0))
+
+    matmul = repeat(lambda x: jnp.tanh(jnp.einsum("pks,psc->pkc", w, x)[:, :s]))
+    gates = repeat(lambda c: jax.vmap(vsml.fast_cell)(z + c[:, :1], c)[1])
+    work = size.population * conns * ticks
+    return {"matmul K=16 alone": (matmul, (h,), work), "gates alone": (gates, (h,), work)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Timing
+
+
+def timed(fn: Callable, args: tuple, repeats: int) -> tuple[float, float]:
+    """(first call incl. compile, best of ``repeats`` later calls), seconds."""
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    first = time.perf_counter() - start
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        best = min(best, time.perf_counter() - start)
+    return first, best
+
+
+def roofline(quick: bool, repeats: int) -> tuple[float, float]:
+    """(FLOP/s of a large f32 matmul, bytes/s of a large copy counting reads and writes)."""
+    n = 1024 if quick else 2048
+    a = jax.random.normal(jax.random.key(0), (n, n))
+    _, t_mm = timed(jax.jit(lambda x: x @ x), (a,), repeats + 2)
+    x = jnp.ones(((32 if quick else 64) * 2**20 // 4,))
+    _, t_cp = timed(jax.jit(lambda v: v * 1.0001), (x,), repeats + 2)
+    return 2 * n**3 / t_mm, 2 * x.nbytes / t_cp
+
+
+def rate(ticks: int, seconds: float) -> str:
+    return f"{ticks / seconds / 1e6:9.2f} M"
+
+
+# ----------------------------------------------------------------------------------------------
+# Memory
+
+
+def memory_report(size: Size, model: ModelConfig, lengths: tuple[int, ...]) -> None:
+    """XLA's peak buffer bytes of one chunk-per-device evaluation, and the process's max RSS
+    after evaluating, for each episode length (RSS in a fresh process per length)."""
+    devices = tuple(jax.local_devices())
+    print(f"\nmemory, {size.name} size, population {size.population}, "
+          f"{len(devices)} device(s); chunk = population / devices")
+    print(f"{'T':>6} {'XLA temp':>12} {'XLA total':>12} {'max RSS':>12}")
+    rows = []
+    for length in lengths:
+        task, data = build_task(size, length)
+        chunk = size.population // len(devices)
+        fn = population_fitness_on(devices, task, model, "mean_loss")
+        pop = population(model, size)
+        ids = np.arange(size.population, dtype=np.int32)
+        compiled = fn.lower(pop, np.int32(0), np.int32(0), ids, replicated(data, devices)).compile()
+        mem = compiled.memory_analysis()
+        total = (mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes
+                 - mem.alias_size_in_bytes)
+        rss = _rss_in_subprocess(size.name, length)
+        rows.append((mem.temp_size_in_bytes, total, rss))
+        print(f"{length:>6} {mem.temp_size_in_bytes / 2**20:>9.2f} MB {total / 2**20:>9.2f} MB "
+              f"{rss / 2**20:>9.1f} MB   (chunk {chunk})")
+    (t0, a0, r0), (t1, a1, r1) = rows[0], rows[-1]
+    print(f"ratio T={lengths[-1]} / T={lengths[0]}: XLA temp {t1 / t0:.3f}, XLA total "
+          f"{a1 / a0:.3f}, max RSS {r1 / r0:.3f}")
+
+
+def _rss_in_subprocess(size_name: str, length: int) -> int:
+    out = subprocess.run(
+        [sys.executable, __file__, "--_rss", size_name, str(length)],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    return int(out.strip().splitlines()[-1])
+
+
+def _rss_child(size_name: str, length: int) -> None:
+    """Evaluate once at this episode length; print the peak RSS in bytes."""
+    size, model = SIZES[size_name], ModelConfig()
+    task, data = build_task(size, length)
+    spec = EvalSpec(model, task, "mean_loss", 0, size.population // len(jax.local_devices()))
+    evaluate_members(spec, data, population(model, size), 0, np.arange(size.population))
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def bench_size(size: Size, model: ModelConfig, args: argparse.Namespace,
+               limit: float) -> None:
+    length = args.episode_length or size.episode_length
+    task, data = build_task(size, length)
+    devices = tuple(jax.local_devices())
+    chunk = max(1, size.population // len(devices))
+    spec = EvalSpec(model, task, "mean_loss", 0, chunk)
+    pop = population(model, size)
+    ids = np.arange(size.population, dtype=np.int32)
+    ticks = connection_ticks(size, model, length)
+    widths = "→".join(str(w) for w in (size.features, *size.hidden, 10))
+    print(f"\n{size.name}: {widths}, population {size.population}, T {length}, "
+          f"{ticks / 1e6:.1f} M connection ticks per evaluation, chunk {chunk}")
+    print(f"  {'':34s} {'ct/s':>11} {'vs reference':>13} {'of roofline':>12} {'compile s':>10}")
+    rows: dict[str, tuple[float, float]] = {}
+    cases: list[tuple[str, Callable, tuple, int]] = [
+        (f"ours ({len(devices)} device(s))", ours(spec, data, devices), (pop, ids), ticks),
+    ]
+    if args.ablations:
+        cases.append(("ours, 1 device", ours(spec, data, devices[:1]), (pop, ids), ticks))
+        cases.append(("public layout + sigmoid, 1 device",
+                      single_jit(public_layout_ticks, task, data, model), (pop, ids), ticks))
+    if not args.no_reference:
+        cases.append(("reference (per connection)",
+                      single_jit(reference.layer_ticks_reference, task, data, model),
+                      (pop, ids), ticks))
+    if args.limits:
+        for name, (fn, fargs, work) in kernel_limits(size, model).items():
+            cases.append((f"limit: {name}, 1 device", fn, fargs, work))
+    for name, fn, fargs, work in cases:
+        first, best = timed(fn, fargs, args.repeats)
+        rows[name] = (work / best, first - best)
+    ref = next((v[0] for k, v in rows.items() if k.startswith("reference")), None)
+    for name, (speed, compile_s) in rows.items():
+        vs_ref = f"{speed / ref:12.2f}x" if ref else f"{'-':>13}"
+        print(f"  {name:34s} {speed / 1e6:9.2f} M {vs_ref} {speed / limit:11.1%} "
+              f"{compile_s:10.1f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="digits size only, T=20, fewer repeats (under a minute)")
+    parser.add_argument("--sizes", default=None, help=f"comma list of {', '.join(SIZES)}")
+    parser.add_argument("--repeats", type=int, default=None, help="timed calls per row (best)")
+    parser.add_argument("--episode-length", type=int, default=None, help="override T")
+    parser.add_argument("--ablations", action="store_true", help="add the ablation rows")
+    parser.add_argument("--limits", action="store_true", help="add the building-block rows")
+    parser.add_argument("--no-reference", action="store_true", help="skip the reference rows")
+    parser.add_argument("--memory", action="store_true",
+                        help="print peak memory of an evaluation for T=100 and T=2000 and stop")
+    parser.add_argument("--_rss", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args._rss:
+        _rss_child(args._rss[0], int(args._rss[1]))
+        return
+    model = ModelConfig()
+    if args.memory:
+        memory_report(SIZES["digits"], model, (100, 2000))
+        return
+    if args.quick:
+        args.sizes = args.sizes or "digits"
+        args.episode_length = args.episode_length or 20
+        args.repeats = args.repeats or 2
+    args.repeats = args.repeats or 3
+    sizes = [SIZES[s] for s in (args.sizes or ",".join(SIZES)).split(",")]
+
+    load_before = os.getloadavg()[0]
+    devices = jax.local_devices()
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s), "
+          f"JAX {jax.__version__} on {devices[0].platform}: {len(devices)} local device(s) "
+          f"({devices[0].device_kind}); load average {load_before:.1f} at start")
+    flops, bandwidth = roofline(args.quick, args.repeats)
+    limit = min(flops / flop_per_tick(model), bandwidth / BYTES_PER_TICK)
+    print(f"roofline: matmul {flops / 1e9:.0f} GFLOP/s, copy {bandwidth / 1e9:.1f} GB/s "
+          f"(read + write) -> {limit / 1e6:.0f} M connection ticks/s "
+          f"({flop_per_tick(model)} FLOP, {BYTES_PER_TICK} B per tick)")
+    for size in sizes:
+        bench_size(size, model, args, limit)
+    print(f"\nbest of {args.repeats} call(s) per row; load average {os.getloadavg()[0]:.1f} at "
+          "the end (a shared machine lowers every row; compare rows of one run only)")
+
+
+if __name__ == "__main__":
+    main()

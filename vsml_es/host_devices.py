@@ -1,0 +1,57 @@
+"""Split the CPU into several XLA host devices before JAX starts, so members evaluate in parallel.
+
+XLA:CPU runs each elementwise fusion of the VSML gates on one thread, so one device keeps
+about one core busy. With one host device per core, ``evaluator.evaluate_members`` runs one
+fixed-size chunk of members per device at once (≈1.6-2x on two cores, see
+benchmarks/throughput.py). Results do not depend on the device count: every device runs the
+same single-chunk computation.
+
+This only takes effect if it runs before JAX initializes its CPU backend; ``import vsml_es``
+calls it. Set ``VSML_ES_CPU_DEVICES`` to a number to choose the count, or to 1 to opt out; an
+``--xla_force_host_platform_device_count`` already in ``XLA_FLAGS`` is left alone.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import MutableMapping
+
+ENV_VAR = "VSML_ES_CPU_DEVICES"
+XLA_FLAG = "--xla_force_host_platform_device_count"
+
+
+def _jax_backend_started() -> bool:
+    bridge = sys.modules.get("jax._src.xla_bridge")
+    return bool(getattr(bridge, "_backends", None))
+
+
+def requested_count(environ: MutableMapping[str, str]) -> int:
+    """Host devices wanted: ``VSML_ES_CPU_DEVICES`` or the CPUs this process may use."""
+    value = environ.get(ENV_VAR, "auto").strip().lower()
+    if value in ("", "auto"):
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+            os.cpu_count() or 1
+        )
+    try:
+        count = int(value)
+    except ValueError:
+        raise ValueError(
+            f"{ENV_VAR}={value!r} is not a number; use a positive integer, 1 to use a single "
+            "CPU device, or 'auto' (one per available core)."
+        ) from None
+    if count < 1:
+        raise ValueError(f"{ENV_VAR} must be at least 1, got {count}.")
+    return count
+
+
+def configure(environ: MutableMapping[str, str] | None = None) -> int | None:
+    """Add the host device count to ``XLA_FLAGS``; returns it, or None where nothing was set."""
+    environ = os.environ if environ is None else environ
+    flags = environ.get("XLA_FLAGS", "")
+    if XLA_FLAG in flags or _jax_backend_started():
+        return None
+    count = requested_count(environ)
+    if count > 1:
+        environ["XLA_FLAGS"] = f"{flags} {XLA_FLAG}={count}".strip()
+    return count
