@@ -49,7 +49,7 @@ def test_short_compare_run_writes_table_csvs_and_plots(tmp_path, tiny_overrides,
     out = tmp_path / "cmp"
     overrides = [*tiny_overrides, "compare.learners=[vsml, fwm]",
                  "metatest.baselines=[sgd, adam_mlp]", "metatest.mlp_hidden=8",
-                 "metatest.steps=30", "model.baseline_hidden=8"]
+                 "metatest.steps=30", "model.baseline_hidden=8", "metatest.datasets=[digits:test]"]
     argv = ["compare", QUICKSTART, "--out", str(out)]
     for item in overrides:
         argv += ["--set", item]
