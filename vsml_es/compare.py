@@ -21,6 +21,8 @@ from vsml_es.learners import get_learner
 from vsml_es.metatest import MetaLearned, compare_methods
 
 TIMING_FILE = "train_seconds.json"
+# What decides the meta-learned parameters; metatest/compare/logging settings may change freely.
+TRAINING_SECTIONS = ("model", "task", "training")
 
 
 def learner_config(config: Config, learner: str) -> Config:
@@ -36,7 +38,8 @@ def _finished_params(run_dir: Path, config: Config) -> tuple[Any, dict] | None:
     if not path.is_file():
         return None
     params, meta = load_params(path)
-    if meta.get("config") != config_to_dict(config):
+    saved, wanted = meta.get("config") or {}, config_to_dict(config)
+    if any(saved.get(section) != wanted[section] for section in TRAINING_SECTIONS):
         return None
     if meta.get("generation") != config.training.generations:
         return None
