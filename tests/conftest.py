@@ -23,6 +23,7 @@ TINY = [
     "metatest.sgd_tuning_episodes=2",
     "logging.progress=false",
     "metatest.datasets=[digits:test]",
+    "distributed.workers=0",  # in-process; tests/test_distributed.py covers the Ray paths
 ]
 
 
