@@ -7,8 +7,8 @@ meta-parameters stay fixed and there are no gradients and no optimizer.
 
 Inputs go through the same on-device preprocessing as in meta-training
 (``vsml_es.preprocess``); when their size differs from the network's input, images are resized
-to the training images' size and other data is zero-padded or randomly projected. Up to
-``n_outputs`` classes can be learned.
+to the training images' size and other data is randomly projected (or zero-padded, on request).
+Up to ``n_outputs`` classes can be learned.
 """
 
 from __future__ import annotations
@@ -132,9 +132,10 @@ def load_learner(
         standardized, e.g. by sklearn's StandardScaler). Default: as in meta-training.
     input_map: how X's features reach the network's inputs when the counts differ:
         ``'auto'`` (images with the training images' channels are resized to their height and
-        width, as ``metatest.preprocess.resize`` does; other data is zero-padded when it has
-        fewer features, randomly projected when it has more), ``'resize'``, ``'pad'``,
-        ``'project'``, ``'exact'`` (refuse any difference).
+        width, as ``metatest.preprocess.resize`` does; other data is randomly projected),
+        ``'resize'``, ``'project'``, ``'pad'`` (zero-pad fewer features), ``'exact'`` (refuse
+        any difference). Projection beats zero-padding on small tabular data: most padded
+        inputs would be constant zeros.
     random_state: seed (or JAX key) of the random initial LSTM states (the initial "weights").
     projection_seed: seed of the random projection.
     """
@@ -394,11 +395,11 @@ class OnlineClassifier:
             out, mode = pre.output_shape("X", shape, cfg), "exact"
         features = int(np.prod(out))
         if mode == "auto":
-            mode = "exact" if features == n else ("pad" if features < n else "project")
+            mode = "exact" if features == n else "project"
         if mode == "exact" and features != n:
             raise LearnerError(
                 f"X has {features} features but the network has {n} inputs and "
-                "input_map='exact'; use input_map='auto' (zero-pad or project) instead."
+                "input_map='exact'; use input_map='auto' (project) or 'pad' instead."
             )
         if mode == "pad" and features > n:
             raise LearnerError(
