@@ -189,6 +189,7 @@ def test_new_dataset_with_fewer_features_and_classes(vsml_file: Path) -> None:
     for start, stop in [(0, 50), (50, 87), (87, 88), (88, 128)]:  # any batch sizes
         clf.partial_fit(X[start:stop], names[start:stop], classes=names)
     assert clf.n_features_in_ == 13 and clf.n_seen_ == 128
+    assert clf._pipe.project  # 13 features reach the 64 inputs through a random projection
     assert list(clf.classes_) == ["barbera", "barolo", "grignolino"]
     proba = clf.predict_proba(X[128:])
     assert proba.shape == (50, 3)
@@ -202,12 +203,7 @@ def test_new_dataset_with_fewer_features_and_classes(vsml_file: Path) -> None:
     np.testing.assert_array_equal(once.predict_proba(X[128:]), proba)
 
 
-def test_more_features_are_projected_and_other_images_resized(vsml_file: Path) -> None:
-    X = np.random.default_rng(1).normal(size=(40, 100))
-    y = np.arange(40) % 4
-    clf = vsml_es.load_learner(vsml_file, normalize="none")
-    clf.partial_fit(X, y, classes=[0, 1, 2, 3])
-    assert clf.predict_proba(X[:5]).shape == (5, 4)
+def test_other_images_are_resized_and_padding_is_available(vsml_file: Path) -> None:
     # 16x16 images (the digits, upscaled) are resized to the 8x8 the learner was trained on.
     _, spec = read_learner(vsml_file)
     assert spec.example_shape == (8, 8, 1)
@@ -220,6 +216,7 @@ def test_more_features_are_projected_and_other_images_resized(vsml_file: Path) -
     iris_X, iris_y = load_iris(return_X_y=True)
     padded = vsml_es.load_learner(vsml_file, normalize="none", input_map="pad")
     padded.partial_fit(StandardScaler().fit_transform(iris_X), iris_y, classes=[0, 1, 2])
+    assert padded._pipe.pad_to == 64 and not padded._pipe.project
 
 
 def test_learning_happens_only_in_the_lstm_states(vsml_file: Path) -> None:
