@@ -336,8 +336,8 @@ def test_learner_file_errors(vsml_file: Path, tmp_path: Path) -> None:
     truncated.write_bytes(vsml_file.read_bytes()[: vsml_file.stat().st_size // 2])
     cases = [
         (tmp_path / "missing.vsml", "does not exist"),
-        (text, "is not a readable vsml-es parameter file"),
-        (truncated, "may be truncated or corrupt"),
+        (text, "is not a vsml-es parameter file"),
+        (truncated, "or it is truncated or corrupt"),
         (newer, f"format version {FORMAT_VERSION + 1}; this vsml-es reads versions up to "
                 f"{FORMAT_VERSION}. Upgrade vsml-es"),
         (tampered, "is corrupt: its parameters do not match their SHA-256"),

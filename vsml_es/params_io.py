@@ -55,8 +55,8 @@ def load_params(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         meta = json.loads(meta_raw.tobytes().decode()) if meta_raw is not None else {}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
         raise UserError(
-            f"'{path}' is not a readable vsml-es parameter file (npz without pickle; it may be "
-            f"truncated or corrupt): {err}"
+            f"'{path}' is not a vsml-es parameter file (npz without pickle), or it is truncated "
+            f"or corrupt: {err}"
         ) from None
     if not isinstance(meta, dict):
         raise UserError(f"'{path}' has malformed metadata (not a JSON object).")
