@@ -306,6 +306,12 @@ def test_learner_input_errors(vsml_file: Path) -> None:
             call()
         assert message in str(err.value)
         assert isinstance(err.value, ValueError)  # sklearn-style callers catch ValueError
+    # A rejected first call leaves nothing behind: the corrected call may use other data.
+    clf = fresh()
+    with pytest.raises(LearnerError):
+        clf.partial_fit(X[:5], y[:5])
+    clf.partial_fit(X[:5, :4], y[:5], classes=[0, 1, 2])
+    assert clf.n_features_in_ == 4
 
 
 def test_dataset_normalize_needs_one_training_dataset(vsml_file: Path) -> None:

@@ -296,9 +296,16 @@ class OnlineClassifier:
     def predict_learn(self, X: Any, y: Any, classes: Any = None) -> np.ndarray:
         """Like ``partial_fit``, returning the prediction made for each row before its label
         was seen (online "prequential" evaluation, as in meta-training and meta-testing)."""
-        xs = self._rows(X, learning=True)
-        self._set_classes(classes, y)
-        ys = self._labels(y, len(xs))
+        before = (self._example_shape, self._pipe, self._matrix, self.n_features_in_,
+                  self.classes_)
+        try:
+            xs = self._rows(X, learning=True)
+            self._set_classes(classes, y)
+            ys = self._labels(y, len(xs))
+        except LearnerError:  # a rejected first call leaves the learner as it was
+            (self._example_shape, self._pipe, self._matrix, self.n_features_in_,
+             self.classes_) = before
+            raise
         k = len(self.classes_)
         predictions = []
         for (x_chunk, n), (y_chunk, _) in zip(_chunks(xs), _chunks(ys), strict=True):
