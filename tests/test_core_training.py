@@ -126,4 +126,4 @@ def test_evaluate_rejects_non_parameter_file(tmp_path, capsys):
     bogus = tmp_path / "x.npz"
     bogus.write_bytes(b"not an npz")
     assert main(["evaluate", str(bogus)]) == 2
-    assert "not a vsml-es parameter file" in capsys.readouterr().err
+    assert "not a vsml-es parameter file" in " ".join(capsys.readouterr().err.split())

@@ -48,12 +48,19 @@ def load_params(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"Parameter file '{path}' does not exist.")
+    if not zipfile.is_zipfile(path):
+        raise UserError(
+            f"'{path}' is not a vsml-es parameter file: an .npz archive was expected (a run's "
+            "params.npz or a checkpoint). It may be truncated or another kind of file."
+        )
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}  # reading checks every member's CRC-32
         meta_raw = arrays.pop(META_KEY, None)
         meta = json.loads(meta_raw.tobytes().decode()) if meta_raw is not None else {}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        if "pickle" in str(err):  # numpy's text suggests unsafe loading; we never do that
+            err = "it holds object arrays, which would need pickle to load"
         raise UserError(
             f"'{path}' is not a vsml-es parameter file (npz without pickle), or it is truncated "
             f"or corrupt: {err}"
