@@ -226,6 +226,7 @@ def _write_directory(final: Path, files: dict[str, bytes]) -> Path:
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=parent))
     try:
+        tmp.chmod(0o755)  # mkdtemp makes 0700; a run directory is shared like its other files
         for name, payload in files.items():
             _write_file(tmp / name, payload)
         manifest = {
