@@ -42,6 +42,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 # Importing vsml_es splits the CPU into host devices; JAX's backend starts later, at first use.
 from vsml_es import reference, vsml
@@ -148,23 +149,25 @@ def public_layout_ticks(
 
 
 def kernel_limits(
-    size: Size, model: ModelConfig, ticks: int = 20
+    model: ModelConfig, members: int, connections: int, ticks: int = 20
 ) -> dict[str, tuple[Callable, tuple, int]]:
-    """The recurrent matmul and the gates alone, over the largest layer, ``ticks`` times."""
+    """The recurrent matmul and the gates alone, for one chunk of members on one layer."""
     s = model.state_size
-    conns = max(a * b for a, b in vsml.layer_sizes(model, size.features, 10))
     k = jax.random.key(2)
-    w = jax.random.normal(k, (size.population, 4 * s, s)) * 0.3
-    h = jax.random.normal(k, (size.population, s, conns))
-    z = jax.random.normal(k, (size.population, 4 * s, conns))
+    w = jax.random.normal(k, (members, 4 * s, s)) * 0.3
+    h = jax.random.normal(k, (members, s, connections))
+    z = jax.random.normal(k, (members, 4 * s, connections))
 
     def repeat(step: Callable[[jax.Array], jax.Array]) -> Callable:
         return jax.jit(lambda x0: jax.lax.fori_loop(0, ticks, lambda _, x: step(x), x0))
 
+    def gates(hc: jax.Array) -> jax.Array:
+        h, c = jax.vmap(vsml.fast_cell)(z + hc[:, :1], hc)
+        return h + c  # both outputs, as in a tick
+
     matmul = repeat(lambda x: jnp.tanh(jnp.einsum("pks,psc->pkc", w, x)[:, :s]))
-    gates = repeat(lambda c: jax.vmap(vsml.fast_cell)(z + c[:, :1], c)[1])
-    work = size.population * conns * ticks
-    return {"matmul K=16 alone": (matmul, (h,), work), "gates alone": (gates, (h,), work)}
+    work = members * connections * ticks
+    return {"matmul K=16 alone": (matmul, (h,), work), "gates alone": (repeat(gates), (h,), work)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -185,13 +188,26 @@ def timed(fn: Callable, args: tuple, repeats: int) -> tuple[float, float]:
 
 
 def roofline(quick: bool, repeats: int) -> tuple[float, float]:
-    """(FLOP/s of a large f32 matmul, bytes/s of a large copy counting reads and writes)."""
+    """(FLOP/s of a large f32 matmul, bytes/s of a large in-place scaling, reads + writes).
+
+    The copy runs on all local devices at once (each scales its shard) and in place
+    (donated), so it measures the memory system, not page faults of a fresh output buffer.
+    """
     n = 1024 if quick else 2048
     a = jax.random.normal(jax.random.key(0), (n, n))
     _, t_mm = timed(jax.jit(lambda x: x @ x), (a,), repeats + 2)
-    x = jnp.ones(((32 if quick else 64) * 2**20 // 4,))
-    _, t_cp = timed(jax.jit(lambda v: v * 1.0001), (x,), repeats + 2)
-    return 2 * n**3 / t_mm, 2 * x.nbytes / t_cp
+    devices = jax.local_devices()
+    sharding = NamedSharding(Mesh(np.asarray(devices), ("d",)), PartitionSpec("d"))
+    x = jax.device_put(np.ones((len(devices), (64 if quick else 256) * 2**20 // 4 // len(devices)),
+                               np.float32), sharding)
+    scale = jax.jit(lambda v: v * 1.0001, donate_argnums=0)
+    x = scale(x).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats + 4):
+        start = time.perf_counter()
+        x = scale(x).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / t_mm, 2 * x.nbytes / best
 
 
 def rate(ticks: int, seconds: float) -> str:
@@ -276,7 +292,8 @@ def bench_size(size: Size, model: ModelConfig, args: argparse.Namespace,
                       single_jit(reference.layer_ticks_reference, task, data, model),
                       (pop, ids), ticks))
     if args.limits:
-        for name, (fn, fargs, work) in kernel_limits(size, model).items():
+        conns = max(a * b for a, b in vsml.layer_sizes(model, size.features, 10))
+        for name, (fn, fargs, work) in kernel_limits(model, chunk, conns).items():
             cases.append((f"limit: {name}, 1 device", fn, fargs, work))
     for name, fn, fargs, work in cases:
         first, best = timed(fn, fargs, args.repeats)

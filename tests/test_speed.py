@@ -41,7 +41,7 @@ def _population(config, n: int) -> dict:
     }
 
 
-@pytest.mark.skipif(len(jax.local_devices()) < 2, reason="needs 2 host devices")
+@pytest.mark.skipif(len(jax.local_devices()) < 2, reason="needs 2 devices (VSML_ES_CPU_DEVICES=2)")
 def test_fitness_same_bits_on_one_or_several_devices(tiny_overrides) -> None:
     # 3 chunks over 2 devices: a full group of 2 and a remainder of 1 (smaller mesh)
     config = load_config(QUICKSTART, [*tiny_overrides, "training.eval_chunk=3"])
@@ -64,15 +64,16 @@ from vsml_es.evaluator import build_eval_spec, evaluate_members
 config = load_config(sys.argv[1], json.loads(sys.argv[2]))
 spec, data = build_eval_spec(config)
 pop = dict(np.load(sys.argv[3]))
-f = evaluate_members(spec, data, pop, 1, np.arange(4) // 2).fitness
+f = evaluate_members(spec, data, pop, 1, np.arange(6) // 2).fitness
 print(json.dumps({"devices": len(jax.local_devices()), "bits": f.view(np.uint32).tolist()}))
 """
 
 
 def test_fitness_same_bits_whatever_the_host_device_count(tiny_overrides, tmp_path) -> None:
-    """Ray workers and resumed runs may split the CPU differently: same bits regardless."""
+    """Ray workers and resumed runs may split the CPU differently: same bits regardless.
+    Three chunks: on two devices a full group of two and a remainder on a smaller mesh."""
     config = load_config(QUICKSTART, [*tiny_overrides, "training.eval_chunk=2"])
-    np.savez(tmp_path / "pop.npz", **_population(config, 4))
+    np.savez(tmp_path / "pop.npz", **_population(config, 6))
     results = []
     for count in ("1", "2"):
         env = {**os.environ, host_devices.ENV_VAR: count}
@@ -144,7 +145,9 @@ def test_host_device_setting(monkeypatch) -> None:
     assert host_devices.configure(opt_out) == 1 and "XLA_FLAGS" not in opt_out
     users = {"XLA_FLAGS": f"{flag}=5", env_var: "3"}  # the user's own choice wins
     assert host_devices.configure(users) is None and users["XLA_FLAGS"] == f"{flag}=5"
-    assert host_devices.configure({}) >= 1  # auto: the CPUs this process may use
+    default = {}
+    assert host_devices.configure(default) == 1 and "XLA_FLAGS" not in default  # opt-in only
+    assert host_devices.configure({env_var: "auto"}) >= 1  # one per CPU this process may use
     with pytest.raises(ValueError, match=env_var):
         host_devices.configure({env_var: "many"})
     with pytest.raises(ValueError, match="at least 1"):

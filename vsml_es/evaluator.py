@@ -71,9 +71,9 @@ def evaluate_members(
 ) -> Evaluation:
     """Evaluate any number of members in fixed-size chunks (pure; used by every evaluator).
 
-    Chunks run one per device in parallel (default: all local devices; on a CPU these are
-    the host devices that ``vsml_es.host_devices`` splits the machine into). Every device runs
-    the same single-chunk computation, so fitness does not depend on the device count.
+    Chunks run one per device in parallel (default: all local devices, e.g. the GPUs, or the
+    host devices of ``vsml_es.host_devices``). Every device runs the same single-chunk
+    computation, so fitness does not depend on the device count.
     """
     population = jax.tree.map(np.asarray, population)
     episode_ids = np.asarray(episode_ids, dtype=np.int32)
