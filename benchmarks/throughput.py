@@ -29,14 +29,19 @@ least disturbed by other work. Compare rows of one run only.
 from __future__ import annotations
 
 import argparse
+import gzip
+import json
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -46,7 +51,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 # Importing vsml_es splits the CPU into host devices; JAX's backend starts later, at first use.
 from vsml_es import reference, vsml
-from vsml_es.config import ModelConfig
+from vsml_es.config import ModelConfig, TrainingConfig
 from vsml_es.data import ArrayDataset
 from vsml_es.episodes import population_fitness_on, vsml_episode
 from vsml_es.evaluator import EvalSpec, evaluate_members, replicated
@@ -193,7 +198,7 @@ def roofline(quick: bool, repeats: int) -> tuple[float, float]:
     The copy runs on all local devices at once (each scales its shard) and in place
     (donated), so it measures the memory system, not page faults of a fresh output buffer.
     """
-    n = 1024 if quick else 2048
+    n = 2048
     a = jax.random.normal(jax.random.key(0), (n, n))
     _, t_mm = timed(jax.jit(lambda x: x @ x), (a,), repeats + 2)
     devices = jax.local_devices()
@@ -255,7 +260,8 @@ def _rss_in_subprocess(size_name: str, length: int) -> int:
 
 def _rss_child(size_name: str, length: int) -> None:
     """Evaluate once at this episode length; print the peak RSS in bytes."""
-    size, model = SIZES[size_name], ModelConfig()
+    size = SIZES[size_name]
+    model = ModelConfig(hidden_layers=size.hidden)
     task, data = build_task(size, length)
     spec = EvalSpec(model, task, "mean_loss", 0, size.population // len(jax.local_devices()))
     evaluate_members(spec, data, population(model, size), 0, np.arange(size.population))
@@ -265,44 +271,72 @@ def _rss_child(size_name: str, length: int) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def bench_size(size: Size, model: ModelConfig, args: argparse.Namespace,
-               limit: float) -> None:
+def bench_size(size: Size, args: argparse.Namespace, limit: float) -> None:
+    model = ModelConfig(hidden_layers=size.hidden)
     length = args.episode_length or size.episode_length
     task, data = build_task(size, length)
     devices = tuple(jax.local_devices())
-    chunk = max(1, size.population // len(devices))
+    chunk = min(args.chunk or TrainingConfig().eval_chunk, size.population)
     spec = EvalSpec(model, task, "mean_loss", 0, chunk)
     pop = population(model, size)
     ids = np.arange(size.population, dtype=np.int32)
     ticks = connection_ticks(size, model, length)
     widths = "→".join(str(w) for w in (size.features, *size.hidden, 10))
     print(f"\n{size.name}: {widths}, population {size.population}, T {length}, "
-          f"{ticks / 1e6:.1f} M connection ticks per evaluation, chunk {chunk}")
-    print(f"  {'':34s} {'ct/s':>11} {'vs reference':>13} {'of roofline':>12} {'compile s':>10}")
+          f"{ticks / 1e6:.1f} M connection ticks per evaluation, eval_chunk {chunk}")
+    print(f"  {'':36s} {'ct/s':>11} {'vs reference':>13} {'of roofline':>12} {'compile s':>10}")
     rows: dict[str, tuple[float, float]] = {}
     cases: list[tuple[str, Callable, tuple, int]] = [
         (f"ours ({len(devices)} device(s))", ours(spec, data, devices), (pop, ids), ticks),
     ]
     if args.ablations:
-        cases.append(("ours, 1 device", ours(spec, data, devices[:1]), (pop, ids), ticks))
-        cases.append(("public layout + sigmoid, 1 device",
+        if len(devices) > 1:
+            cases.append(("ours, 1 device", ours(spec, data, devices[:1]), (pop, ids), ticks))
+        cases.append(("public layout + sigmoid, all in 1 jit",
                       single_jit(public_layout_ticks, task, data, model), (pop, ids), ticks))
     if not args.no_reference:
-        cases.append(("reference (per connection)",
+        cases.append(("reference (per connection), 1 jit",
                       single_jit(reference.layer_ticks_reference, task, data, model),
                       (pop, ids), ticks))
     if args.limits:
         conns = max(a * b for a, b in vsml.layer_sizes(model, size.features, 10))
         for name, (fn, fargs, work) in kernel_limits(model, chunk, conns).items():
-            cases.append((f"limit: {name}, 1 device", fn, fargs, work))
+            cases.append((f"limit: {name}", fn, fargs, work))
     for name, fn, fargs, work in cases:
         first, best = timed(fn, fargs, args.repeats)
         rows[name] = (work / best, first - best)
     ref = next((v[0] for k, v in rows.items() if k.startswith("reference")), None)
     for name, (speed, compile_s) in rows.items():
         vs_ref = f"{speed / ref:12.2f}x" if ref else f"{'-':>13}"
-        print(f"  {name:34s} {speed / 1e6:9.2f} M {vs_ref} {speed / limit:11.1%} "
+        print(f"  {name:36s} {speed / 1e6:9.2f} M {vs_ref} {speed / limit:11.1%} "
               f"{compile_s:10.1f}")
+    if args.profile:
+        print("  where ours spends its time: " + time_split(ours(spec, data, devices), (pop, ids)))
+
+
+def time_split(fn: Callable, args: tuple) -> str:
+    """Shares of traced XLA op time: recurrent matmuls, elementwise fusions, the rest."""
+    with tempfile.TemporaryDirectory() as trace_dir:
+        with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+            jax.block_until_ready(fn(*args))
+        (path,) = Path(trace_dir).rglob("*.trace.json.gz")
+        events = json.loads(gzip.decompress(path.read_bytes()))
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    shares = {"matmul": 0.0, "elementwise fusions": 0.0, "other ops": 0.0}
+    for event in events:
+        name = event.get("name", "")
+        if event.get("ph") != "X" or not re.fullmatch(r"[a-z_\-]+(\.\d+)?", name):
+            continue  # keep XLA ops, not Python frames or executor spans
+        if name.startswith(("while", "conditional", "call")):
+            continue  # containers: their ops are counted themselves
+        if "dot" in name or "ynn" in name or "gemm" in name or "cublas" in name:
+            shares["matmul"] += event["dur"]
+        elif "fusion" in name:
+            shares["elementwise fusions"] += event["dur"]
+        else:
+            shares["other ops"] += event["dur"]
+    total = sum(shares.values()) or 1.0
+    return ", ".join(f"{k} {v / total:.0%}" for k, v in shares.items())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -315,6 +349,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ablations", action="store_true", help="add the ablation rows")
     parser.add_argument("--limits", action="store_true", help="add the building-block rows")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference rows")
+    parser.add_argument("--chunk", type=int, default=None,
+                        help="members per chunk (default: training.eval_chunk's default)")
+    parser.add_argument("--profile", action="store_true",
+                        help="print where ours spends its time (matmuls, fusions, rest)")
     parser.add_argument("--memory", action="store_true",
                         help="print peak memory of an evaluation for T=100 and T=2000 and stop")
     parser.add_argument("--_rss", nargs=2, help=argparse.SUPPRESS)
@@ -344,7 +382,7 @@ def main(argv: list[str] | None = None) -> None:
           f"(read + write) -> {limit / 1e6:.0f} M connection ticks/s "
           f"({flop_per_tick(model)} FLOP, {BYTES_PER_TICK} B per tick)")
     for size in sizes:
-        bench_size(size, model, args, limit)
+        bench_size(size, args, limit)
     print(f"\nbest of {args.repeats} call(s) per row; load average {os.getloadavg()[0]:.1f} at "
           "the end (a shared machine lowers every row; compare rows of one run only)")
 
