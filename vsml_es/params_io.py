@@ -50,8 +50,8 @@ def load_params(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         raise UserError(f"Parameter file '{path}' does not exist.")
     if not zipfile.is_zipfile(path):
         raise UserError(
-            f"'{path}' is not a vsml-es parameter file: an .npz archive was expected (a run's "
-            "params.npz or a checkpoint). It may be truncated or another kind of file."
+            f"'{path}' is not a vsml-es parameter file (an .npz archive, as a run's params.npz "
+            "or an exported .vsml), or it is truncated or corrupt: it is not a zip archive."
         )
     try:
         with np.load(path, allow_pickle=False) as z:
