@@ -276,7 +276,9 @@ def bench_size(size: Size, args: argparse.Namespace, limit: float) -> None:
     length = args.episode_length or size.episode_length
     task, data = build_task(size, length)
     devices = tuple(jax.local_devices())
-    chunk = min(args.chunk or TrainingConfig().eval_chunk, size.population)
+    # The config's default chunk, but small enough that every device gets one.
+    chunk = args.chunk or min(TrainingConfig().eval_chunk,
+                              max(1, size.population // len(devices)))
     spec = EvalSpec(model, task, "mean_loss", 0, chunk)
     pop = population(model, size)
     ids = np.arange(size.population, dtype=np.int32)
@@ -350,7 +352,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limits", action="store_true", help="add the building-block rows")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference rows")
     parser.add_argument("--chunk", type=int, default=None,
-                        help="members per chunk (default: training.eval_chunk's default)")
+                        help="members per chunk (default: training.eval_chunk's default, at "
+                        "most population / devices)")
     parser.add_argument("--profile", action="store_true",
                         help="print where ours spends its time (matmuls, fusions, rest)")
     parser.add_argument("--memory", action="store_true",

@@ -4,7 +4,7 @@ from vsml_es import host_devices as _host_devices
 
 __version__ = "0.1.0"
 
-# Host devices for the evaluator, before JAX starts (opt-in: VSML_ES_CPU_DEVICES=N|auto).
+# One XLA host device per core, before JAX starts (VSML_ES_CPU_DEVICES=1 opts out).
 _host_devices.configure()
 
 __all__ = ["__version__", "load_learner"]

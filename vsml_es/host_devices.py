@@ -1,12 +1,12 @@
-"""Optionally split the CPU into several XLA host devices before JAX starts.
+"""Split the CPU into several XLA host devices before JAX starts, so chunks run in parallel.
 
 ``evaluator.evaluate_members`` runs one fixed-size chunk of members per local device at once,
 and the results do not depend on the device count (every device runs the same single-chunk
-computation). On GPUs that spreads the population over the cards. On a CPU it is opt-in:
-XLA:CPU (jax 0.10) already spreads one device's fusions and matmuls over all cores, and on a
-2-core machine shared with other work two host devices were slower than one (0.5-0.8x,
-benchmarks/throughput.py --ablations). Set ``VSML_ES_CPU_DEVICES`` to a number, or to
-``auto`` for one per available core, to try it on a larger machine.
+computation). XLA:CPU spreads a single device's work over the cores only partly (≈1.4 of 2
+cores busy); with one host device per core the digits evaluator ran 1.2-1.8x faster on 2
+cores (benchmarks/throughput.py --ablations). On a machine already crowded with other
+multi-threaded work it was slower (0.5-0.8x): set ``VSML_ES_CPU_DEVICES=1`` there. Any other
+number sets the count; the default ``auto`` takes one per CPU this process may use.
 
 It only takes effect if it runs before JAX initializes its CPU backend; ``import vsml_es``
 calls it. An ``--xla_force_host_platform_device_count`` already in ``XLA_FLAGS`` is left alone.
@@ -28,9 +28,9 @@ def _jax_backend_started() -> bool:
 
 
 def requested_count(environ: MutableMapping[str, str]) -> int:
-    """Host devices wanted: ``VSML_ES_CPU_DEVICES`` (default 1; ``auto``: one per CPU)."""
-    value = environ.get(ENV_VAR, "1").strip().lower()
-    if value == "auto":
+    """Host devices wanted: ``VSML_ES_CPU_DEVICES``, or one per CPU this process may use."""
+    value = environ.get(ENV_VAR, "auto").strip().lower()
+    if value in ("", "auto"):
         return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
             os.cpu_count() or 1
         )
@@ -38,8 +38,8 @@ def requested_count(environ: MutableMapping[str, str]) -> int:
         count = int(value)
     except ValueError:
         raise ValueError(
-            f"{ENV_VAR}={value!r} is not a number; use a positive integer (1, the default, "
-            "keeps one CPU device) or 'auto' (one per available core)."
+            f"{ENV_VAR}={value!r} is not a number; use a positive integer (1 keeps a single "
+            "CPU device) or 'auto', the default (one per available core)."
         ) from None
     if count < 1:
         raise ValueError(f"{ENV_VAR} must be at least 1, got {count}.")
