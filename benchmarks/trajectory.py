@@ -23,7 +23,7 @@ from vsml_es.trainer import Trainer
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def record(generations: int, population: int) -> np.ndarray:
+def record(generations: int, population: int, overrides: list[str]) -> np.ndarray:
     """[generations, population] fitness of a fresh quickstart-like run."""
     config = load_config(
         ROOT / "experiments" / "quickstart.yaml",
@@ -32,6 +32,7 @@ def record(generations: int, population: int) -> np.ndarray:
             f"training.generations={generations}",
             f"training.eval_chunk={population}",
             "logging.progress=false",
+            *overrides,
         ],
     )
     with tempfile.TemporaryDirectory() as run_dir:
@@ -55,11 +56,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--generations", type=int, default=5)
     parser.add_argument("--population", type=int, default=16)
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="config override, e.g. training.sigma=1.0")
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--save", type=Path)
     group.add_argument("--compare", type=Path)
     args = parser.parse_args()
-    fitness = record(args.generations, args.population)
+    fitness = record(args.generations, args.population, args.overrides)
     print("mean fitness per generation:", np.round(fitness.mean(axis=1), 6).tolist())
     if args.save:
         np.savez(args.save, fitness=fitness)
