@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import pytest
 
-from vsml_es import host_devices, vsml
+from vsml_es import episodes, host_devices, vsml
 from vsml_es.config import ModelConfig, load_config
 from vsml_es.evaluator import LocalEvaluator, build_eval_spec, evaluate_members
 
@@ -118,6 +118,9 @@ def test_no_recompilation_between_generations_or_after_resume(
 ) -> None:
     """The jitted evaluator is built once per process and reused by every generation and by
     the new evaluator of a resumed run."""
+    # Start cold: other tests in this process may already have compiled the same shapes.
+    jax.clear_caches()
+    episodes.population_fitness_on.cache_clear()
     config = load_config(QUICKSTART, tiny_overrides)
     spec, data = build_eval_spec(config)
     evaluator = LocalEvaluator(spec, data)
