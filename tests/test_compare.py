@@ -49,7 +49,8 @@ def test_short_compare_run_writes_table_csvs_and_plots(tmp_path, tiny_overrides,
     out = tmp_path / "cmp"
     overrides = [*tiny_overrides, "compare.learners=[vsml, fwm]",
                  "metatest.baselines=[sgd, adam_mlp]", "metatest.mlp_hidden=8",
-                 "metatest.steps=30", "model.baseline_hidden=8", "metatest.datasets=[digits:test]"]
+                 "metatest.steps=30", "model.baseline_hidden=8", "metatest.datasets=[digits:test]",
+                 "compare.es_settings={fwm: {sigma: 0.2, learning_rate: 0.01}}"]
     argv = ["compare", QUICKSTART, "--out", str(out)]
     for item in overrides:
         argv += ["--set", item]
@@ -78,6 +79,11 @@ def test_short_compare_run_writes_table_csvs_and_plots(tmp_path, tiny_overrides,
         assert len(mine) == grid and sum(int(r["chosen"]) for r in mine) == 1
     timing = json.loads((out / "timing.json").read_text())
     assert not timing["vsml"]["reused"] and (out / "train_fwm" / "params.npz").is_file()
+    # Per-learner ES settings reach that learner's run only.
+    fwm_run, vsml_run = (load_config(out / f"train_{n}" / "config.yaml") for n in ("fwm", "vsml"))
+    assert (fwm_run.training.sigma, fwm_run.training.learning_rate) == (0.2, 0.01)
+    assert vsml_run.training.sigma == load_config(QUICKSTART, tiny_overrides).training.sigma
+    assert "fwm (" in printed and "sigma 0.2 lr 0.01" in printed
 
     # A re-run reuses the finished meta-training and reproduces the same numbers.
     config = load_config(QUICKSTART, overrides)
@@ -93,6 +99,23 @@ def test_compare_rejects_bad_input_before_work(tmp_path, capsys):
                  "--set", "compare.learners=[vsml, hebian]"]) == 2
     assert "Did you mean 'hebbian'" in capsys.readouterr().err
     assert main(["compare", str(tmp_path / "missing.yaml")]) == 2
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("{meta_rnn: {population_size: 8}}", "would change the meta-training budget"),
+    ("{fwm: {sigma: 0.1}}", "not in compare.learners"),
+    ("{meta_rnn: {sigma: -1}}", "must be positive"),
+    ("{meta_rnn: {sigma: fast}}", "expects float"),
+    ("{meta_rnn: {seed: 3}}", "is not an ES setting"),
+    ("{meta_rnn: 0.1}", "must be a mapping"),
+])
+def test_per_learner_es_settings_are_checked_up_front(tmp_path, capsys, setting, message):
+    out = tmp_path / "never"
+    assert main(["compare", QUICKSTART, "--out", str(out), "--set",
+                 "compare.learners=[vsml, meta_rnn]", "--set",
+                 f"compare.es_settings={setting}"]) == 2
+    assert message in capsys.readouterr().err
     assert not out.exists()
 
 

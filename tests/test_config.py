@@ -78,3 +78,9 @@ def test_yaml_then_overrides_then_types():
 def test_odd_population_fine_for_non_antithetic_strategy():
     config = load_config(None, ["training.strategy=SNES", "training.population_size=7"])
     assert config.training.population_size == 7
+
+
+def test_pair_rank_shaping_needs_a_mirrored_strategy():
+    with pytest.raises(ConfigError, match="does not sample mirrored pairs"):
+        load_config(None, ["training.strategy=SNES", "training.fitness_shaping=pair_rank"])
+    assert load_config(QUICKSTART, ["training.fitness_shaping=pair_rank"])

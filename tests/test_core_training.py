@@ -10,7 +10,7 @@ import numpy as np
 
 from vsml_es.cli import main
 from vsml_es.config import load_config
-from vsml_es.es import sanitize_fitness
+from vsml_es.es import pair_rank_fitness_shaping_fn, sanitize_fitness
 from vsml_es.evaluator import Evaluation, LocalEvaluator, build_eval_spec, slice_members
 from vsml_es.trainer import Trainer
 
@@ -127,3 +127,18 @@ def test_evaluate_rejects_non_parameter_file(tmp_path, capsys):
     bogus.write_bytes(b"not an npz")
     assert main(["evaluate", str(bogus)]) == 2
     assert "not a vsml-es parameter file" in " ".join(capsys.readouterr().err.split())
+
+
+def test_pair_rank_shaping_cancels_episode_difficulty():
+    rng = np.random.default_rng(0)
+    half = 8
+    diff = rng.normal(size=half)
+    easy = rng.normal(size=half)
+    hard = easy + 100.0 * rng.uniform(size=half)  # per-pair episode difficulty, shared by partners
+    shaped = [np.asarray(pair_rank_fitness_shaping_fn(None, np.concatenate([b + diff, b]),
+                                                      None, None)) for b in (easy, hard)]
+    np.testing.assert_array_equal(shaped[0], shaped[1])
+    np.testing.assert_allclose(shaped[0][:half], -shaped[0][half:], atol=1e-6)  # ± per pair
+    order = np.argsort(diff)  # larger difference, larger shaped fitness of the + member
+    assert np.all(np.diff(shaped[0][:half][order]) > 0)
+    assert shaped[0].max() == 0.5 and shaped[0].min() == -0.5

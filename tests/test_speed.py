@@ -136,9 +136,24 @@ def test_no_recompilation_between_generations_or_after_resume(
     assert compiles.names[first:] == []
 
 
+def test_vector_width_flag_on_avx512_only(monkeypatch) -> None:
+    vector = host_devices.VECTOR_FLAG
+    assert host_devices.has_avx512("flags\t\t: fpu sse2 avx2 avx512f avx512bw\n")
+    assert not host_devices.has_avx512("flags\t\t: fpu sse2 avx2 fma\n")
+    monkeypatch.setattr(host_devices, "_jax_backend_started", lambda: False)
+    monkeypatch.setattr(host_devices, "has_avx512", lambda: True)
+    env = {host_devices.ENV_VAR: "1"}
+    host_devices.configure(env)
+    assert env["XLA_FLAGS"] == f"{vector}=512"
+    users = {"XLA_FLAGS": f"{vector}=256", host_devices.ENV_VAR: "2"}  # the user's choice wins
+    host_devices.configure(users)
+    assert users["XLA_FLAGS"] == f"{vector}=256 {host_devices.XLA_FLAG}=2"
+
+
 def test_host_device_setting(monkeypatch) -> None:
     env_var, flag = host_devices.ENV_VAR, host_devices.XLA_FLAG
     monkeypatch.setattr(host_devices, "_jax_backend_started", lambda: False)
+    monkeypatch.setattr(host_devices, "has_avx512", lambda: False)
     env = {env_var: "3"}
     assert host_devices.configure(env) == 3 and env["XLA_FLAGS"] == f"{flag}=3"
     other = {"XLA_FLAGS": "--xla_cpu_foo=1", env_var: "2"}

@@ -10,13 +10,12 @@ checkpoint (same rules as ``vsml-es resume``).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
 from typing import Any
 
-from vsml_es.config import Config, config_to_dict
+from vsml_es.config import Config, config_from_dict, config_to_dict
 from vsml_es.learners import get_learner
 from vsml_es.metatest import MetaLearned, compare_methods
 
@@ -26,8 +25,12 @@ TRAINING_SECTIONS = ("model", "task", "training")
 
 
 def learner_config(config: Config, learner: str) -> Config:
-    """The experiment with ``model.learner`` swapped; ES settings and budget unchanged."""
-    return dataclasses.replace(config, model=dataclasses.replace(config.model, learner=learner))
+    """The experiment with ``model.learner`` swapped and the learner's ``compare.es_settings``
+    applied; the budget (population, generations, episode length) is never changed."""
+    tree = config_to_dict(config)
+    tree["model"]["learner"] = learner
+    tree["training"].update(config.compare.es_settings.get(learner, {}))
+    return config_from_dict(tree)
 
 
 def _finished_params(run_dir: Path, config: Config) -> tuple[Any, dict] | None:
@@ -79,8 +82,10 @@ def run_compare(config: Config, out_dir: Path, log: Any = print) -> tuple[list[d
     num_features = None
     for name in config.compare.learners:
         cfg = learner_config(config, name)
-        log(f"meta-training {name} ({config.training.generations} generations, population "
-            f"{config.training.population_size}) in {out_dir / ('train_' + name)}")
+        tr = cfg.training
+        log(f"meta-training {name} ({tr.generations} generations, population "
+            f"{tr.population_size}, {tr.strategy} sigma {tr.sigma:g} lr {tr.learning_rate:g}) "
+            f"in {out_dir / ('train_' + name)}")
         params, features, seconds, reused = train_learner(cfg, out_dir / f"train_{name}")
         log(f"  {name}: {'reused finished run' if reused else f'{seconds / 60:.1f} min'}")
         timing[name] = {"train_seconds": seconds, "reused": reused}

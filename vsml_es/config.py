@@ -91,7 +91,7 @@ class TrainingConfig:
     learning_rate: float = 0.025  # Adam on the ES gradient (paper: 0.025)
     optimizer: str = "adam"  # adam | sgd
     # auto: raw fitness for Open_ES (as in the paper), else the strategy's own shaping;
-    # none | centered_rank | z_score
+    # none | centered_rank | z_score | pair_rank (ranks of antithetic differences)
     fitness_shaping: str = "auto"
     strategy_kwargs: dict[str, Any] = field(default_factory=dict)  # extra constructor args
     eval_chunk: int = 16  # members per jitted call: fixed shapes, results independent of sharding
@@ -124,6 +124,15 @@ class CompareConfig:
     """``vsml-es compare``: meta-learners trained with the same ES budget, then meta-tested."""
 
     learners: tuple[str, ...] = ("vsml", "hebbian", "meta_rnn", "fwm")
+    # Per-learner ES settings, e.g. {meta_rnn: {sigma: 0.02}}: one noise scale does not suit
+    # ~2k VSML parameters and ~100k Meta-RNN weights alike. Only settings that leave the budget
+    # (population x generations x episode length) unchanged: see ES_SETTING_KEYS.
+    es_settings: dict[str, Any] = field(default_factory=dict)
+
+
+# training.* keys that compare.es_settings may set per learner (none of them changes the budget).
+ES_SETTING_KEYS = ("strategy", "sigma", "learning_rate", "optimizer", "fitness_shaping",
+                   "strategy_kwargs")
 
 
 @dataclass(frozen=True)
@@ -477,9 +486,37 @@ def validate(config: Config) -> None:
     from vsml_es.learners import validate_learners  # the registries know their own names
 
     validate_learners(m.learner, mt.baselines, config.compare.learners)
+    _validate_es_settings(config.compare)
     from vsml_es.es import validate_strategy  # the strategy knows its own rules
 
     validate_strategy(config.training)
+
+
+def _validate_es_settings(compare: CompareConfig) -> None:
+    hints = _hints(TrainingConfig)
+    for learner, settings in compare.es_settings.items():
+        path = f"compare.es_settings.{learner}"
+        if learner not in compare.learners:
+            raise ConfigError(
+                f"Config key '{path}' names a learner that is not in compare.learners "
+                f"({', '.join(compare.learners)}); add it there or remove its settings."
+            )
+        if not isinstance(settings, dict):
+            raise ConfigError(
+                f"Config key '{path}' must be a mapping of training settings, e.g. "
+                f"{{sigma: 0.02, learning_rate: 0.01}}; got {settings!r}."
+            )
+        for key, value in settings.items():
+            if key not in ES_SETTING_KEYS:
+                why = (" would change the meta-training budget, which every learner shares"
+                       if key in ("population_size", "generations") else " is not an ES setting")
+                raise ConfigError(
+                    f"Config key '{path}.{key}'{why}. Settable per learner: "
+                    f"{', '.join(ES_SETTING_KEYS)}."
+                )
+            _coerce(f"{path}.{key}", value, hints[key])
+            if key in ("sigma", "learning_rate"):
+                _positive(f"{path}.{key}", value)
 
 
 def _validate_distributed(d: DistributedConfig) -> None:

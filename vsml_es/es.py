@@ -20,11 +20,30 @@ from evosax.core import fitness_shaping as shaping
 
 from vsml_es.config import ConfigError, TrainingConfig
 
+
+def pair_rank_fitness_shaping_fn(population: Any, fitness: jax.Array, state: Any,
+                                 params: Any) -> jax.Array:
+    """Centered ranks of the antithetic differences f(θ+ε) − f(θ−ε), split ± over each pair.
+
+    Partners see the same episode, so the difference cancels how hard that episode was. Ranks
+    over the whole population instead let episode difficulty decide the order: with a mixture
+    of datasets the partners of one pair rank next to each other and their rank difference,
+    the only part that moves the mean, shrinks. Needs a mirrored strategy (checked at build).
+    """
+    half = fitness.shape[-1] // 2
+    diff = fitness[..., :half] - fitness[..., half:]
+    both = jnp.concatenate([diff, -diff], axis=-1)  # member i+P/2 gets the rank of -diff_i
+    return shaping.centered_rank_fitness_shaping_fn(population, both, state, params)
+
+
 SHAPING_FNS: dict[str, Callable] = {
     "none": shaping.identity_fitness_shaping_fn,
     "centered_rank": shaping.centered_rank_fitness_shaping_fn,
     "z_score": shaping.standardize_fitness_shaping_fn,
+    "pair_rank": pair_rank_fitness_shaping_fn,
 }
+# Shapings that read the population as antithetic pairs (i, i + P/2).
+PAIRED_SHAPINGS = ("pair_rank",)
 
 
 def strategy_names() -> list[str]:
@@ -77,8 +96,8 @@ def validate_strategy(training: TrainingConfig) -> None:
                 f"accept. Accepted: {', '.join(sorted(accepted))}."
             )
     try:
-        cls(population_size=training.population_size, solution=jnp.zeros(4),
-            **_constructor_kwargs(training))
+        algorithm = cls(population_size=training.population_size, solution=jnp.zeros(4),
+                        **_constructor_kwargs(training))
     except AssertionError as err:
         even = "even" in str(err).lower()
         if even:
@@ -93,6 +112,18 @@ def validate_strategy(training: TrainingConfig) -> None:
         ) from None
     except TypeError as err:
         raise ConfigError(f"{training.strategy} rejected training.strategy_kwargs: {err}") from None
+    if training.fitness_shaping in PAIRED_SHAPINGS:
+        _require_mirrored(training, _detect_mirrored(algorithm, algorithm.default_params,
+                                                     jnp.zeros(4)))
+
+
+def _require_mirrored(training: TrainingConfig, mirrored: bool) -> None:
+    if training.fitness_shaping in PAIRED_SHAPINGS and not mirrored:
+        raise ConfigError(
+            f"training.fitness_shaping '{training.fitness_shaping}' ranks antithetic pairs, "
+            f"but {training.strategy} does not sample mirrored pairs. Use a mirrored strategy "
+            "(e.g. Open_ES) or another shaping: centered_rank, z_score, none."
+        )
 
 
 @dataclass
@@ -128,7 +159,9 @@ def build_strategy(training: TrainingConfig, template: Any) -> Strategy:
     params = algorithm.default_params
     if hasattr(params, "std_init"):
         params = params.replace(std_init=training.sigma)
-    return Strategy(algorithm, params, _detect_mirrored(algorithm, params, template))
+    mirrored = _detect_mirrored(algorithm, params, template)
+    _require_mirrored(training, mirrored)
+    return Strategy(algorithm, params, mirrored)
 
 
 def _detect_mirrored(algorithm: Any, params: Any, template: Any) -> bool:
