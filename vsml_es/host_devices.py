@@ -10,7 +10,8 @@ number sets the count; the default ``auto`` takes one per CPU this process may u
 
 On CPUs with AVX-512 it also asks XLA for 512-bit vectors (LLVM picks 256 by default): the
 VSML gate fusions are long elementwise chains over contiguous connections, and wider vectors
-ran the evaluator 1.1-1.4x faster here (benchmarks/throughput.py --vector-width). GPUs ignore it.
+ran the evaluator 1.1-1.4x faster here (``python benchmarks/throughput.py --quick`` against
+the same with ``XLA_FLAGS=--xla_cpu_prefer_vector_width=256``). GPUs ignore it.
 
 It only takes effect if it runs before JAX initializes its CPU backend; ``import vsml_es``
 calls it. Flags already in ``XLA_FLAGS`` (device count, vector width) are left alone.
