@@ -9,9 +9,11 @@ multi-threaded work it was slower (0.5-0.8x): set ``VSML_ES_CPU_DEVICES=1`` ther
 number sets the count; the default ``auto`` takes one per CPU this process may use.
 
 On CPUs with AVX-512 it also asks XLA for 512-bit vectors (LLVM picks 256 by default): the
-VSML gate fusions are long elementwise chains over contiguous connections, and wider vectors
-ran the evaluator 1.1-1.4x faster here (``python benchmarks/throughput.py --quick`` against
-the same with ``XLA_FLAGS=--xla_cpu_prefer_vector_width=256``). GPUs ignore it.
+VSML gate fusions are long elementwise chains over contiguous connections. In three
+interleaved runs of ``python benchmarks/throughput.py --quick --repeats 6 --no-reference``
+the evaluator did 18.7-25.5 M connection ticks/s against 17.4-18.4 M with
+``XLA_FLAGS=--xla_cpu_prefer_vector_width=256`` (noisy shared machine; fitness bit-identical,
+benchmarks/trajectory.py). GPUs ignore it.
 
 It only takes effect if it runs before JAX initializes its CPU backend; ``import vsml_es``
 calls it. Flags already in ``XLA_FLAGS`` (device count, vector width) are left alone.
