@@ -109,6 +109,8 @@ def test_compare_rejects_bad_input_before_work(tmp_path, capsys):
     ("{meta_rnn: {sigma: fast}}", "expects float"),
     ("{meta_rnn: {seed: 3}}", "is not an ES setting"),
     ("{meta_rnn: 0.1}", "must be a mapping"),
+    ("{meta_rnn: {strategy: CMA_ESS}}", "compare.es_settings.meta_rnn: Unknown ES strategy"),
+    ("{meta_rnn: {strategy: SNES, fitness_shaping: pair_rank}}", "does not sample mirrored"),
 ])
 def test_per_learner_es_settings_are_checked_up_front(tmp_path, capsys, setting, message):
     out = tmp_path / "never"

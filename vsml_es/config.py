@@ -486,14 +486,17 @@ def validate(config: Config) -> None:
     from vsml_es.learners import validate_learners  # the registries know their own names
 
     validate_learners(m.learner, mt.baselines, config.compare.learners)
-    _validate_es_settings(config.compare)
     from vsml_es.es import validate_strategy  # the strategy knows its own rules
 
     validate_strategy(config.training)
+    _validate_es_settings(config.compare, config.training)
 
 
-def _validate_es_settings(compare: CompareConfig) -> None:
-    hints = _hints(TrainingConfig)
+def _validate_es_settings(compare: CompareConfig, training: TrainingConfig) -> None:
+    """Each learner's training settings are checked like ``training`` itself, up front: a bad
+    one would otherwise surface only when that learner's turn comes, after the others trained."""
+    from vsml_es.es import validate_strategy
+
     for learner, settings in compare.es_settings.items():
         path = f"compare.es_settings.{learner}"
         if learner not in compare.learners:
@@ -506,7 +509,7 @@ def _validate_es_settings(compare: CompareConfig) -> None:
                 f"Config key '{path}' must be a mapping of training settings, e.g. "
                 f"{{sigma: 0.02, learning_rate: 0.01}}; got {settings!r}."
             )
-        for key, value in settings.items():
+        for key in settings:
             if key not in ES_SETTING_KEYS:
                 why = (" would change the meta-training budget, which every learner shares"
                        if key in ("population_size", "generations") else " is not an ES setting")
@@ -514,9 +517,13 @@ def _validate_es_settings(compare: CompareConfig) -> None:
                     f"Config key '{path}.{key}'{why}. Settable per learner: "
                     f"{', '.join(ES_SETTING_KEYS)}."
                 )
-            _coerce(f"{path}.{key}", value, hints[key])
-            if key in ("sigma", "learning_rate"):
-                _positive(f"{path}.{key}", value)
+        merged = _build(TrainingConfig, {**config_to_dict(training), **settings}, f"{path}.")
+        _positive(f"{path}.sigma", merged.sigma)
+        _positive(f"{path}.learning_rate", merged.learning_rate)
+        try:
+            validate_strategy(merged)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
 
 
 def _validate_distributed(d: DistributedConfig) -> None:
