@@ -13,7 +13,7 @@ __all__ = ["__version__", "load_learner"]
 def __getattr__(name: str):
     """``vsml_es.load_learner`` without importing JAX until it is used."""
     if name == "load_learner":
-        from vsml_es.learner import load_learner
+        from vsml_es.classifier import load_learner
 
         return load_learner
     raise AttributeError(f"module 'vsml_es' has no attribute '{name}'")

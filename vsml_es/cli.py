@@ -12,19 +12,10 @@ import importlib
 import sys
 import textwrap
 
+from vsml_es.errors import UserError
+
 # Order shown in --help. A module missing here is simply not offered.
 COMMAND_MODULES = ("train", "resume", "evaluate", "export", "data", "config", "compare")
-
-
-class UserError(Exception):
-    """Raised by commands for problems the user can fix (exit code 2)."""
-
-
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    from vsml_es.config import ConfigError
-    from vsml_es.data import DatasetError
-
-    return (UserError, ConfigError, DatasetError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except _user_error_types() as err:
+    except UserError as err:
         message = textwrap.fill(str(err), width=100, break_long_words=False,
                                 break_on_hyphens=False)
         print(f"error: {message}", file=sys.stderr)

@@ -1,11 +1,12 @@
 """``compare``: meta-train every meta-learner with the same ES budget, then meta-test them all
-beside tuned SGD/Adam baselines on identical streams.
+beside tuned SGD/Adam on identical streams.
 
-Each learner trains in its own run directory through the ordinary trainer (so evaluators,
-Ray and checkpoints are shared with VSML). A learner whose run directory already holds final
-parameters from the same config is reused, so an interrupted comparison picks up where it
-stopped instead of retraining what finished, and an interrupted one continues from its newest
-checkpoint (same rules as ``vsml-es resume``).
+Each learner trains in its own run directory through the ordinary trainer, on the backend the
+config asks for (in-process, a private local Ray, or a cluster), with the meta-training task
+built once for all of them. A learner whose run directory already holds final parameters from
+the same config is reused, so an interrupted comparison picks up where it stopped instead of
+retraining what finished, and an interrupted one continues from its newest checkpoint (same
+rules as ``vsml-es resume``).
 """
 
 from __future__ import annotations
@@ -15,9 +16,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vsml_es.config import Config, config_from_dict, config_to_dict
-from vsml_es.learners import get_learner
-from vsml_es.metatest import MetaLearned, compare_methods
+from vsml_es.backend import Backend, open_backend
+from vsml_es.config import Config, config_to_dict
+from vsml_es.evaluator import make_eval_spec
+from vsml_es.experiment import experiment_from_dict
+from vsml_es.metatest import meta_learned, run_metatest
+from vsml_es.resume import plan_resume
+from vsml_es.storage.params import load_params
+from vsml_es.tasks import Data, EpisodeSource, build_task
+from vsml_es.trainer import Trainer
 
 TIMING_FILE = "train_seconds.json"
 # What decides the meta-learned parameters; metatest/compare/logging settings may change freely.
@@ -30,13 +37,11 @@ def learner_config(config: Config, learner: str) -> Config:
     tree = config_to_dict(config)
     tree["model"]["learner"] = learner
     tree["training"].update(config.compare.es_settings.get(learner, {}))
-    return config_from_dict(tree)
+    return experiment_from_dict(tree)
 
 
 def _finished_params(run_dir: Path, config: Config) -> tuple[Any, dict] | None:
     """Final parameters of an earlier, identical run in ``run_dir`` (None if absent/different)."""
-    from vsml_es.params_io import load_params
-
     path = run_dir / "params.npz"
     if not path.is_file():
         return None
@@ -49,52 +54,50 @@ def _finished_params(run_dir: Path, config: Config) -> tuple[Any, dict] | None:
     return params, meta
 
 
-def train_learner(config: Config, run_dir: Path) -> tuple[Any, int, float, bool]:
-    """(params, num_features, seconds, reused): meta-train one learner (resuming an interrupted
+def train_learner(config: Config, run_dir: Path, task: EpisodeSource, data: Data,
+                  backend: Backend) -> tuple[Any, float, bool]:
+    """(params, seconds, reused): meta-train one learner on ``task`` (resuming an interrupted
     run), or reuse a finished one. ``seconds`` counts the training done by this process."""
-    from vsml_es.trainer import Trainer
-
     found = _finished_params(run_dir, config)
     if found is not None:
-        params, meta = found
         timing = run_dir / TIMING_FILE
         seconds = json.loads(timing.read_text())["train_seconds"] if timing.is_file() else 0.0
-        return params, int(meta["num_features"]), float(seconds), True
+        return found[0], float(seconds), True
     started = time.perf_counter()
-    trainer = Trainer(config, run_dir)
-    state = None
-    if (run_dir / "config.yaml").is_file():  # an interrupted run: continue from its checkpoint
-        from vsml_es.commands.train import restore
-        from vsml_es.resume import plan_resume
-
-        state = restore(trainer, plan_resume(run_dir, config))
-    state = trainer.run(state)
+    spec = make_eval_spec(config, task)
+    with backend.evaluator(spec, data) as evaluator:
+        trainer = Trainer(config, run_dir, evaluator=evaluator, spec=spec, data=data)
+        state = None
+        if (run_dir / "config.yaml").is_file():  # an interrupted run: continue from it
+            state = trainer.resume_from(plan_resume(run_dir, config))
+        state = trainer.run(state)
     seconds = time.perf_counter() - started
     (run_dir / TIMING_FILE).write_text(json.dumps({"train_seconds": seconds}) + "\n")
-    return trainer.mean_params(state), trainer.spec.task.num_features, seconds, False
+    return trainer.mean_params(state), seconds, False
 
 
 def run_compare(config: Config, out_dir: Path, log: Any = print) -> tuple[list[dict], dict]:
     """Meta-train ``compare.learners``, meta-test everything; returns (summaries, timing)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    learners, timing = [], {}
-    num_features = None
-    for name in config.compare.learners:
-        cfg = learner_config(config, name)
-        tr = cfg.training
-        log(f"meta-training {name} ({tr.generations} generations, population "
-            f"{tr.population_size}, {tr.strategy} sigma {tr.sigma:g} lr {tr.learning_rate:g}) "
-            f"in {out_dir / ('train_' + name)}")
-        params, features, seconds, reused = train_learner(cfg, out_dir / f"train_{name}")
-        log(f"  {name}: {'reused finished run' if reused else f'{seconds / 60:.1f} min'}")
-        timing[name] = {"train_seconds": seconds, "reused": reused}
-        num_features = num_features or features
-        learners.append(MetaLearned(get_learner(name).label, params, cfg.model))
+    contenders, timing = [], {}
+    with open_backend(config.distributed, log) as backend:  # Ray first, then the data
+        task, data = build_task(config.task)
+        for name in config.compare.learners:
+            cfg = learner_config(config, name)
+            tr = cfg.training
+            log(f"meta-training {name} ({tr.generations} generations, population "
+                f"{tr.population_size}, {tr.strategy} sigma {tr.sigma:g} lr "
+                f"{tr.learning_rate:g}) in {out_dir / ('train_' + name)}")
+            params, seconds, reused = train_learner(cfg, out_dir / f"train_{name}", task, data,
+                                                    backend)
+            log(f"  {name}: {'reused finished run' if reused else f'{seconds / 60:.1f} min'}")
+            timing[name] = {"train_seconds": seconds, "reused": reused}
+            contenders.append(meta_learned(cfg, params))
     started = time.perf_counter()
     log("meta-testing " + ", ".join(config.metatest.datasets))
-    summaries = compare_methods(learners, config, out_dir / "metatest", num_features=num_features)
+    summaries = run_metatest(contenders, config, out_dir / "metatest", training=(task, data),
+                             num_features=task.num_features)
     timing["metatest_seconds"] = time.perf_counter() - started
     (out_dir / "timing.json").write_text(json.dumps(timing, indent=2) + "\n")
     return summaries, timing
-

@@ -1,14 +1,15 @@
-"""The experiment config: defaults in code, YAML on top, dot-path overrides last.
+"""The experiment config schema: defaults in code, YAML on top, dot-path overrides last.
 
-Built once (``load_config``), validated before any work starts, then passed down read-only.
-Every problem is a :class:`ConfigError` whose message says what is wrong and how to fix it;
-the CLI prints it as one paragraph and exits with code 2.
+This module only parses: types, unknown keys and value ranges that need no domain knowledge.
+Checks that need a domain (dataset preprocessing, learner names, ES strategies) live with that
+domain and run together in :mod:`vsml_es.experiment`, which is what callers use to turn user
+input into a validated config. Every problem is a :class:`ConfigError` whose message says what
+is wrong and how to fix it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,9 +18,7 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A config problem the user can fix; never shown with a traceback."""
+from vsml_es.errors import ConfigError, closest, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -34,7 +33,7 @@ class ModelConfig:
     feed_label: bool = False  # put the one-hot label into the last layer's backward message
     output_bound: float = 100.0  # logits are bounded as b * tanh(logits / b)
     init_scale: float = 1.0  # scale of the per-episode random cell state ("weights")
-    # Which meta-learned learner ES trains: vsml | hebbian | meta_rnn | fwm (vsml_es/learners.py).
+    # Which meta-learned learner ES trains: vsml | hebbian | meta_rnn | fwm (vsml_es/learners/).
     # The baselines share the trainer, evaluator and checkpoints with VSML.
     learner: str = "vsml"
     baseline_hidden: int = 128  # meta_rnn: LSTM units; fwm: fast-weight key size
@@ -205,10 +204,10 @@ def _valid_paths(cls: type, prefix: str = "") -> list[str]:
 def _unknown_key(path: str) -> ConfigError:
     valid = _valid_paths(Config)
     leaf_matches = [p for p in valid if p.rsplit(".", 1)[-1] == path.rsplit(".", 1)[-1]]
-    close = leaf_matches or difflib.get_close_matches(path, valid, n=1, cutoff=0.5)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
+    hint = (f" Did you mean '{leaf_matches[0]}'?" if leaf_matches
+            else did_you_mean(path, valid, cutoff=0.5))
     return ConfigError(
-        f"Unknown config key '{path}'.{hint} Run 'vsml-es config --show' to list every key "
+        f"Unknown config key '{path}'.{hint} Run 'vsml-es config' to list every key "
         "with its default."
     )
 
@@ -218,10 +217,10 @@ def _unknown_section(prefix: str, key: str, value: dict, hints: dict[str, Any]) 
     leaf = next(iter(value))
     full = f"{prefix}{key}.{leaf}"
     sections = [name for name, tp in hints.items() if _is_section(tp)]
-    close = difflib.get_close_matches(key, sections, n=1, cutoff=0.5)
+    close = closest(key, sections, cutoff=0.5)
     if close:
         return ConfigError(
-            f"Unknown config key '{full}'. Did you mean '{prefix}{close[0]}.{leaf}'? Run "
+            f"Unknown config key '{full}'. Did you mean '{prefix}{close}.{leaf}'? Run "
             "'vsml-es config --show' to list every key with its default."
         )
     return _unknown_key(full)
@@ -357,43 +356,74 @@ def _set_path(tree: dict[str, Any], path: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+EXTENDS_KEY = "extends"  # an experiment file may build on another: extends: base.yaml
+
+
+def read_experiment_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The YAML mapping of an experiment file, with ``extends: OTHER.yaml`` (a path relative
+    to the file) merged underneath it, recursively: a grid of experiments shares one base."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"Experiment file '{path}' does not exist. The shipped experiments are in "
+            "experiments/ (e.g. experiments/quickstart.yaml)."
+        )
+    if path.resolve() in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, path.resolve()))
+        raise ConfigError(f"Experiment files extend each other in a loop: {chain}.")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"Experiment file '{path}' is not valid YAML: {err}") from None
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"Experiment file '{path}' must hold a mapping at the top level.")
+    base_ref = loaded.pop(EXTENDS_KEY, None)
+    if base_ref is None:
+        return loaded
+    if not isinstance(base_ref, str):
+        raise ConfigError(f"'{EXTENDS_KEY}' in '{path}' must be a file name, got {base_ref!r}.")
+    base = read_experiment_file(path.parent / base_ref, (*_seen, path.resolve()))
+    return _merge(base, loaded)
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``, section by section (a value that is not a mapping replaces)."""
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def load_config(
-    path: str | Path | None = None,
-    overrides: list[str] | tuple[str, ...] = (),
-    base: dict[str, Any] | None = None,
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
 ) -> Config:
-    """Defaults ← YAML file (or ``base`` dict) ← overrides; then validate."""
-    tree: dict[str, Any] = {}
-    if base is not None:
-        tree = _deep_copy(base)
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(
-                f"Experiment file '{path}' does not exist. The shipped experiments are in "
-                "experiments/ (e.g. experiments/quickstart.yaml)."
-            )
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise ConfigError(f"Experiment file '{path}' is not valid YAML: {err}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"Experiment file '{path}' must hold a mapping at the top level.")
-        tree = loaded
+    """Defaults <- YAML file (with its ``extends`` chain) <- overrides, parsed and range-checked.
+
+    Domain checks are not made here: use :func:`vsml_es.experiment.load_experiment`.
+    """
+    tree: dict[str, Any] = read_experiment_file(path) if path is not None else {}
     for text in overrides:
         key, value = parse_override(text)
         _set_path(tree, key, value)
     config = _build(Config, tree)
-    validate(config)
+    check_values(config)
     return config
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     config = _build(Config, _deep_copy(data))
-    validate(config)
+    check_values(config)
     return config
+
+
+def parse_section(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    """One config section (e.g. TrainingConfig) from a mapping, with named errors."""
+    return _build(cls, data, prefix)
 
 
 def _deep_copy(d: Any) -> Any:
@@ -404,8 +434,8 @@ def _deep_copy(d: Any) -> Any:
     return d
 
 
-def replace(config: Config, overrides: list[str]) -> Config:
-    """A new config with dot-path overrides applied (validated)."""
+def replace(config: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    """A new config with dot-path overrides applied (parsed and range-checked)."""
     tree = config_to_dict(config)
     for text in overrides:
         key, value = parse_override(text)
@@ -414,20 +444,17 @@ def replace(config: Config, overrides: list[str]) -> Config:
 
 
 # --------------------------------------------------------------------------------------------
-# Semantic validation
+# Value ranges that need no domain knowledge
 
 
-def _positive(path: str, value: float) -> None:
+def positive(path: str, value: float) -> None:
     if value <= 0:
         raise ConfigError(f"Config key '{path}' must be positive, got {value}.")
 
 
-def validate(config: Config) -> None:
-    """Checks that need more than types. Strategy checks live with the strategy (es.py)."""
+def check_values(config: Config) -> None:
+    """Ranges and choices that the schema alone decides (run on every parse)."""
     m, t, tr, mt = config.model, config.task, config.training, config.metatest
-    from vsml_es.preprocess import validate_task_config  # knows its own options
-
-    validate_task_config(t, mt)
     for path, value in [
         ("model.state_size", m.state_size),
         ("model.message_size", m.message_size),
@@ -448,16 +475,14 @@ def validate(config: Config) -> None:
         ("checkpoint.every", config.checkpoint.every),
         ("checkpoint.keep", config.checkpoint.keep),
     ]:
-        _positive(path, value)
+        positive(path, value)
     for i, size in enumerate(m.hidden_layers):
-        _positive(f"model.hidden_layers[{i}]", size)
+        positive(f"model.hidden_layers[{i}]", size)
     if m.message_size < 2:
         raise ConfigError(
             "Config key 'model.message_size' must be at least 2: slot 0 carries the input or "
             "error, slot 1 the prediction."
         )
-    if m.feed_label and m.message_size < 2:
-        raise ConfigError("model.feed_label needs model.message_size >= 2.")
     if m.state_size % 2:
         raise ConfigError(
             f"Config key 'model.state_size' must be even (half of the cell state holds the "
@@ -475,55 +500,14 @@ def validate(config: Config) -> None:
                 f"Config key '{path}' is '{value}'; valid values: {', '.join(valid)}."
             )
     for i, step in enumerate(mt.report_steps):
-        _positive(f"metatest.report_steps[{i}]", step)
+        positive(f"metatest.report_steps[{i}]", step)
     for path, rates in (("metatest.sgd_learning_rates", mt.sgd_learning_rates),
                         ("metatest.adam_learning_rates", mt.adam_learning_rates)):
         if not rates:
             raise ConfigError(f"Config key '{path}' needs at least one learning rate.")
         for i, rate in enumerate(rates):
-            _positive(f"{path}[{i}]", rate)
+            positive(f"{path}[{i}]", rate)
     _validate_distributed(config.distributed)
-    from vsml_es.learners import validate_learners  # the registries know their own names
-
-    validate_learners(m.learner, mt.baselines, config.compare.learners)
-    from vsml_es.es import validate_strategy  # the strategy knows its own rules
-
-    validate_strategy(config.training)
-    _validate_es_settings(config.compare, config.training)
-
-
-def _validate_es_settings(compare: CompareConfig, training: TrainingConfig) -> None:
-    """Each learner's training settings are checked like ``training`` itself, up front: a bad
-    one would otherwise surface only when that learner's turn comes, after the others trained."""
-    from vsml_es.es import validate_strategy
-
-    for learner, settings in compare.es_settings.items():
-        path = f"compare.es_settings.{learner}"
-        if learner not in compare.learners:
-            raise ConfigError(
-                f"Config key '{path}' names a learner that is not in compare.learners "
-                f"({', '.join(compare.learners)}); add it there or remove its settings."
-            )
-        if not isinstance(settings, dict):
-            raise ConfigError(
-                f"Config key '{path}' must be a mapping of training settings, e.g. "
-                f"{{sigma: 0.02, learning_rate: 0.01}}; got {settings!r}."
-            )
-        for key in settings:
-            if key not in ES_SETTING_KEYS:
-                why = (" would change the meta-training budget, which every learner shares"
-                       if key in ("population_size", "generations") else " is not an ES setting")
-                raise ConfigError(
-                    f"Config key '{path}.{key}'{why}. Settable per learner: "
-                    f"{', '.join(ES_SETTING_KEYS)}."
-                )
-        merged = _build(TrainingConfig, {**config_to_dict(training), **settings}, f"{path}.")
-        _positive(f"{path}.sigma", merged.sigma)
-        _positive(f"{path}.learning_rate", merged.learning_rate)
-        try:
-            validate_strategy(merged)
-        except ConfigError as err:
-            raise ConfigError(f"{path}: {err}") from None
 
 
 def _validate_distributed(d: DistributedConfig) -> None:
@@ -546,13 +530,13 @@ def _validate_distributed(d: DistributedConfig) -> None:
             f"distributed.workers is 0 (in-process evaluation) but distributed.address is "
             f"'{d.address}'. Drop --workers 0 to evaluate on that cluster, or drop the address."
         )
-    _positive("distributed.cpus_per_worker", d.cpus_per_worker)
+    positive("distributed.cpus_per_worker", d.cpus_per_worker)
     if d.gpus_per_worker < 0:
         raise ConfigError(
             f"Config key 'distributed.gpus_per_worker' must be >= 0, got {d.gpus_per_worker}."
         )
-    _positive("distributed.shard_timeout_s", d.shard_timeout_s)
-    _positive("distributed.startup_timeout_s", d.startup_timeout_s)
+    positive("distributed.shard_timeout_s", d.shard_timeout_s)
+    positive("distributed.startup_timeout_s", d.startup_timeout_s)
     if d.max_retries < 0:
         raise ConfigError(
             f"Config key 'distributed.max_retries' must be >= 0, got {d.max_retries}."

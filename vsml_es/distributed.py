@@ -26,22 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from vsml_es.cli import UserError
 from vsml_es.config import DistributedConfig
+from vsml_es.errors import ClusterError, WorkerError
 from vsml_es.evaluator import EvalSpec, Evaluation, evaluate_members, slice_members
-from vsml_es.tasks import TaskData
+from vsml_es.tasks import Data
 
 POLL_S = 1.0  # how often the driver looks for hung shards while it waits
 CONNECT_TIMEOUT_S = 5.0  # TCP check of a HOST:PORT address before Ray is asked to join it
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
-
-
-class ClusterError(UserError):
-    """Ray could not be started or joined, or cannot place the requested workers."""
-
-
-class WorkerError(UserError):
-    """A shard failed on every try (e.g. a worker out of memory): the run cannot go on."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,9 +202,9 @@ class ShardWorker:
 
     def __init__(self, spec: EvalSpec):
         self.spec = spec
-        self.data: TaskData | None = None
+        self.data: Data | None = None
 
-    def _load(self, data_ref: list[Any]) -> TaskData:
+    def _load(self, data_ref: list[Any]) -> Data:
         if self.data is None:
             import jax
             import jax.numpy as jnp
@@ -284,7 +276,7 @@ class _Generation:
 class RayEvaluator:
     """The Evaluator protocol on long-lived Ray actors (inside a :func:`ray_session`)."""
 
-    def __init__(self, spec: EvalSpec, data: TaskData, dist: DistributedConfig):
+    def __init__(self, spec: EvalSpec, data: Data, dist: DistributedConfig):
         import jax
         import ray
 
@@ -501,10 +493,6 @@ class RayEvaluator:
         return (f"{len(up)} Ray worker(s) on {nodes} node(s) of {where}, "
                 f"{self.dist.cpus_per_worker:g} CPU(s) and {self.dist.gpus_per_worker:g} GPU(s) "
                 "reserved each")
-
-    def worker_pids(self) -> list[int]:
-        """Process ids of the started actors (they change when Ray restarts one)."""
-        return [s.info["pid"] for s in self.slots if "pid" in s.info]
 
     def close(self) -> None:
         import ray

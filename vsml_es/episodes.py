@@ -1,9 +1,7 @@
-"""Online learning episodes for any learner, and the VSML population fitness.
+"""Online learning episodes for any learner, and the population fitness that ES minimizes.
 
-A learner is a pair of pure functions: ``init(key) -> state`` and
-``step(state, x, y) -> (state, logits)`` where ``logits`` is the prediction made before ``y``
-was revealed. VSML and the baselines run through the same ``online_episode``, so they see
-identical streams.
+Every learner (``vsml_es.learners``) runs through the same ``online_episode``, so all of them
+see identical streams: VSML under ES, the other meta-learners, and the tuned optimizers alike.
 """
 
 from __future__ import annotations
@@ -17,12 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
-from vsml_es import vsml
-from vsml_es.config import ModelConfig
-from vsml_es.tasks import Task, TaskData
-
-InitFn = Callable[[jax.Array], Any]
-StepFn = Callable[[Any, jax.Array, jax.Array], tuple[Any, jax.Array]]
+from vsml_es.learners.base import InitFn, Learner, Params, StepFn
+from vsml_es.tasks import Data, EpisodeSource
 
 
 def episode_keys(seed: jax.Array, generation: jax.Array, episode_ids: jax.Array) -> jax.Array:
@@ -32,7 +26,7 @@ def episode_keys(seed: jax.Array, generation: jax.Array, episode_ids: jax.Array)
 
 
 def online_episode(
-    init: InitFn, step: StepFn, key: jax.Array, data: TaskData, task: Task
+    init: InitFn, step: StepFn, key: jax.Array, data: Data, task: EpisodeSource
 ) -> tuple[jax.Array, jax.Array]:
     """Per-step cross-entropy and accuracy of predictions made before each label was seen."""
     k_spec, k_learner = jax.random.split(key)
@@ -51,48 +45,11 @@ def online_episode(
     return losses, correct
 
 
-def vsml_learner(
-    params: vsml.Params, model: ModelConfig, task: Task, layer_fn: vsml.LayerFn | None = None
-) -> tuple[InitFn, StepFn]:
-    """VSML as a learner. By default the states stay in the fast layout for the whole episode
-    (one transpose at the start, none per step); ``layer_fn`` swaps in another formulation
-    of ``vsml.layer_ticks`` (e.g. the reference oracle) on the public layout."""
-    sizes = vsml.layer_sizes(model, task.num_features, task.num_outputs)
-    fast = layer_fn is None
-    if fast:
-        layer_fn = vsml.fast_layer_ticks
-
-    def init(key: jax.Array) -> vsml.NetState:
-        net = vsml.init_net_state(key, model, sizes)
-        return vsml.net_to_fast(net) if fast else net
-
-    def step(net: vsml.NetState, x: jax.Array, y: jax.Array) -> tuple[vsml.NetState, jax.Array]:
-        return vsml.learn_step(params, net, x, y, model, layer_fn)
-
-    return init, step
-
-
-def vsml_episode(
-    params: vsml.Params,
-    key: jax.Array,
-    data: TaskData,
-    task: Task,
-    model: ModelConfig,
-    layer_fn: vsml.LayerFn | None = None,
-) -> tuple[jax.Array, jax.Array]:
-    init, step = vsml_learner(params, model, task, layer_fn)
-    return online_episode(init, step, key, data, task)
-
-
 def learner_episode(
-    params: Any, key: jax.Array, data: TaskData, task: Task, model: ModelConfig
+    learner: Learner, params: Params, key: jax.Array, data: Data, task: EpisodeSource
 ) -> tuple[jax.Array, jax.Array]:
-    """One episode of whichever learner ``model.learner`` names (VSML keeps its own path)."""
-    if model.learner == "vsml":
-        return vsml_episode(params, key, data, task, model)
-    from vsml_es.learners import make_learner  # the registry imports this module
-
-    init, step = make_learner(params, model, task)
+    """One online episode of ``learner`` with ``params`` on the task's stream for ``key``."""
+    init, step = learner.make(params, task.num_features, task.num_outputs)
     return online_episode(init, step, key, data, task)
 
 
@@ -104,51 +61,51 @@ def fitness_from_losses(losses: jax.Array, mode: str) -> jax.Array:
 
 
 def _population_fitness(
-    params_batch: vsml.Params,
+    params_batch: Params,
     seed: jax.Array,
     generation: jax.Array,
     episode_ids: jax.Array,
-    data: TaskData,
-    task: Task,
-    model: ModelConfig,
+    data: Data,
+    task: EpisodeSource,
+    learner: Learner,
     fitness_mode: str,
 ) -> tuple[jax.Array, jax.Array]:
     """(fitness, mean accuracy) for a batch of members, vmapped over members."""
     keys = episode_keys(seed, generation, episode_ids)
-    losses, correct = jax.vmap(learner_episode, in_axes=(0, 0, None, None, None))(
-        params_batch, keys, data, task, model
+    losses, correct = jax.vmap(learner_episode, in_axes=(None, 0, 0, None, None))(
+        learner, params_batch, keys, data, task
     )
     return fitness_from_losses(losses, fitness_mode), jnp.mean(correct, axis=-1)
 
 
-population_fitness = partial(jax.jit, static_argnames=("task", "model", "fitness_mode"))(
+population_fitness = partial(jax.jit, static_argnames=("task", "learner", "fitness_mode"))(
     _population_fitness
 )
 
 
 @lru_cache(maxsize=32)
 def population_fitness_on(
-    devices: tuple[jax.Device, ...], task: Task, model: ModelConfig, fitness_mode: str
+    devices: tuple[jax.Device, ...], task: EpisodeSource, learner: Learner, fitness_mode: str
 ) -> Callable[..., tuple[jax.Array, jax.Array]]:
     """``population_fitness`` for ``len(devices)`` chunks of members at once, one per device.
 
     Each device runs exactly the single-chunk computation on its own chunk (``shard_map``, no
     communication), so a member's fitness does not depend on how many devices share the work.
-    Built once per (devices, task, model, mode) and reused by every generation: no recompiles.
+    Built once per (devices, task, learner, mode) and reused by every generation: no recompiles.
     Call as ``fn(params_batch, seed, generation, episode_ids, data)`` with the member axis a
     multiple of the device count.
     """
     mesh = Mesh(np.asarray(devices), ("members",))
 
     def body(
-        params_batch: vsml.Params,
+        params_batch: Params,
         seed: jax.Array,
         generation: jax.Array,
         episode_ids: jax.Array,
-        data: TaskData,
+        data: Data,
     ) -> tuple[jax.Array, jax.Array]:
         return _population_fitness(
-            params_batch, seed, generation, episode_ids, data, task, model, fitness_mode
+            params_batch, seed, generation, episode_ids, data, task, learner, fitness_mode
         )
 
     members, shared = PartitionSpec("members"), PartitionSpec()

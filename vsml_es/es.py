@@ -5,7 +5,6 @@ evosax always minimizes; our fitness is a loss, so no sign flips anywhere.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +17,8 @@ import optax
 from evosax.algorithms import algorithms as ALGORITHMS
 from evosax.core import fitness_shaping as shaping
 
-from vsml_es.config import ConfigError, TrainingConfig
+from vsml_es.config import TrainingConfig
+from vsml_es.errors import ConfigError, did_you_mean
 
 
 def pair_rank_fitness_shaping_fn(population: Any, fitness: jax.Array, state: Any,
@@ -76,8 +76,7 @@ def _constructor_kwargs(training: TrainingConfig) -> dict[str, Any]:
 def validate_strategy(training: TrainingConfig) -> None:
     """Name, constructor arguments and population size, checked before any work starts."""
     if training.strategy not in ALGORITHMS:
-        close = difflib.get_close_matches(training.strategy, list(ALGORITHMS), n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
+        hint = did_you_mean(training.strategy, ALGORITHMS)
         raise ConfigError(
             f"Unknown ES strategy '{training.strategy}' (training.strategy).{hint} Valid "
             f"strategies: {', '.join(strategy_names())}."

@@ -15,9 +15,10 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vsml_es.config import Config, ModelConfig
+from vsml_es.config import Config
 from vsml_es.episodes import population_fitness_on
-from vsml_es.tasks import Task, TaskData, build_task
+from vsml_es.learners import Learner, build_learner
+from vsml_es.tasks import Data, EpisodeSource, build_task
 
 
 class Evaluation(NamedTuple):
@@ -43,18 +44,23 @@ class Evaluator(Protocol):
 class EvalSpec:
     """Everything needed to rebuild the evaluation function anywhere (hashable, small)."""
 
-    model: ModelConfig
-    task: Task
+    learner: Learner
+    task: EpisodeSource
     fitness_mode: str
     seed: int
     chunk: int
 
 
-def build_eval_spec(config: Config) -> tuple[EvalSpec, TaskData]:
-    t = config.task
-    task, data = build_task(t)  # one dataset or a mixture, preprocessed
-    spec = EvalSpec(config.model, task, t.fitness, config.training.seed, config.training.eval_chunk)
-    return spec, data
+def make_eval_spec(config: Config, task: EpisodeSource) -> EvalSpec:
+    """The evaluation of ``model.learner`` on an already built meta-training task."""
+    return EvalSpec(build_learner(config.model.learner, config), task, config.task.fitness,
+                    config.training.seed, config.training.eval_chunk)
+
+
+def build_eval_spec(config: Config) -> tuple[EvalSpec, Data]:
+    """Task (one dataset or a mixture, preprocessed) and evaluation spec, from scratch."""
+    task, data = build_task(config.task)
+    return make_eval_spec(config, task), data
 
 
 def slice_members(population: Any, index: np.ndarray) -> Any:
@@ -63,7 +69,7 @@ def slice_members(population: Any, index: np.ndarray) -> Any:
 
 def evaluate_members(
     spec: EvalSpec,
-    data: TaskData,
+    data: Data,
     population: Any,
     generation: int,
     episode_ids: np.ndarray,
@@ -86,7 +92,7 @@ def evaluate_members(
         group = chunks[first : first + len(devices)]
         on = devices[: len(group)]
         index = np.concatenate(group)
-        fn = population_fitness_on(on, spec.task, spec.model, spec.fitness_mode)
+        fn = population_fitness_on(on, spec.task, spec.learner, spec.fitness_mode)
         pending.append(  # dispatched asynchronously: groups queue up while others run
             fn(
                 slice_members(population, index),
@@ -101,10 +107,10 @@ def evaluate_members(
     return Evaluation(fitness, accuracy)
 
 
-_REPLICAS: dict[tuple[Any, ...], tuple[TaskData, TaskData]] = {}
+_REPLICAS: dict[tuple[Any, ...], tuple[Data, Data]] = {}
 
 
-def replicated(data: TaskData, devices: tuple[jax.Device, ...]) -> TaskData:
+def replicated(data: Data, devices: tuple[jax.Device, ...]) -> Data:
     """``data`` on every device, copied once per (data, devices) rather than per generation."""
     key = (*(id(leaf) for leaf in jax.tree.leaves(data)), devices)
     if key not in _REPLICAS:
@@ -119,7 +125,7 @@ def replicated(data: TaskData, devices: tuple[jax.Device, ...]) -> TaskData:
 class LocalEvaluator:
     """In-process evaluation on this machine's JAX devices."""
 
-    def __init__(self, spec: EvalSpec, data: TaskData):
+    def __init__(self, spec: EvalSpec, data: Data):
         self.spec = spec
         self.data = data
 

@@ -1,56 +1,30 @@
-"""The ``.vsml`` learner file: a meta-learned learning algorithm that anyone can load.
+"""``export``: a run's meta-learned learner as one portable ``.vsml`` file.
 
-One npz file (read with ``allow_pickle=False``): the mean meta-parameters as named arrays plus
-one JSON metadata record (model config, input/output sizes, input preprocessing, training
-provenance, meta-test scores, versions). The format is documented in docs/vsml-file-format.md;
-``FORMAT_VERSION`` changes whenever a reader would have to behave differently.
+Picks the parameters (newest valid checkpoint, the best one, a generation, or params.npz),
+attaches the run's meta-test scores when they were computed from exactly those parameters, and
+writes the file (format: ``vsml_es.storage.learner_file``).
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
-import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vsml_es.checkpoint import (
+from vsml_es.errors import Report, UserError, report
+from vsml_es.storage.checkpoint import (
     Checkpoint,
     best_checkpoint,
     checkpoint_dirs,
     checkpoint_name,
     latest_checkpoint,
     read_checkpoint,
-    versions,
 )
-from vsml_es.cli import UserError
-from vsml_es.params_io import load_params, save_params
-
-FORMAT = "vsml-learner"
-FORMAT_VERSION = 1
-SUFFIX = ".vsml"
-PARAMS_FORMAT = "vsml-es-params"  # a run's params.npz, also loadable as a learner
-
-Report = Callable[[str], None]
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def params_sha256(params: dict[str, Any]) -> str:
-    """Identity of a parameter set: names, dtypes, shapes and bytes, in name order."""
-    digest = hashlib.sha256()
-    for name in sorted(params):
-        value = np.ascontiguousarray(params[name])
-        digest.update(f"{name}:{value.dtype.str}:{value.shape};".encode())
-        digest.update(value.tobytes())
-    return digest.hexdigest()
+from vsml_es.storage.learner_file import SUFFIX, learner_file_meta, params_sha256
+from vsml_es.storage.params import load_params, save_params
 
 
 @dataclass
@@ -63,7 +37,7 @@ class Source:
     info: dict[str, Any]  # config, num_features, num_outputs, input_stats
 
 
-def select_source(run_dir: Path, which: str = "latest", report: Report = _stderr) -> Source:
+def select_source(run_dir: Path, which: str = "latest", report: Report = report) -> Source:
     """``latest`` (newest valid checkpoint, else params.npz), ``best``, or a generation."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -129,50 +103,15 @@ def _number(text: str) -> Any:
     return int(value) if value.is_integer() and "." not in text and "e" not in text else value
 
 
-def learner_meta(source: Source, scores: list[dict[str, Any]], note: str) -> dict[str, Any]:
-    config = source.info["config"]
-    task, training, model = config["task"], config["training"], config["model"]
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "learner": model.get("learner", "vsml"),
-        "model": model,
-        "num_inputs": int(source.info["num_features"]),
-        "num_outputs": int(source.info["num_outputs"]),
-        "input": {
-            "preprocess": task.get("preprocess", {}),
-            "stats": source.info.get("input_stats", []),
-            "example_shape": source.info.get("example_shape"),
-        },
-        "training": {
-            "run_name": config.get("name"),
-            "datasets": list(task.get("mixture") or [task["dataset"]]),
-            "split": task.get("split"),
-            "episode_length": task.get("episode_length"),
-            "permute_labels": task.get("permute_labels"),
-            "fitness": task.get("fitness"),
-            "strategy": training.get("strategy"),
-            "population_size": training.get("population_size"),
-            "seed": training.get("seed"),
-            "generation": source.generation,
-            "source": source.label,
-        },
-        "metatest": {"note": note, "summary": scores},
-        "params_sha256": params_sha256(source.params),
-        "versions": versions(),
-        "config": config,
-    }
-
-
 def export_run(run_dir: Path, out: Path | None = None, which: str = "latest",
-               report: Report = _stderr) -> tuple[Path, dict[str, Any]]:
+               report: Report = report) -> tuple[Path, dict[str, Any]]:
     """Write the ``.vsml`` file of a run (default RUN_DIR/NAME.vsml); returns path, metadata."""
     if out is not None and Path(out).suffix != SUFFIX:
         raise UserError(f"The learner file name must end in {SUFFIX}, got '{out}'.")
     source = select_source(run_dir, which, report)
     scores, note = metatest_scores(run_dir, source)
-    meta = learner_meta(source, scores, note)
+    meta = learner_file_meta(source.info, source.params, source.generation, source.label,
+                             scores, note)
     if out is None:
         out = Path(run_dir) / f"{meta['training']['run_name']}{SUFFIX}"
     save_params(out, source.params, meta)

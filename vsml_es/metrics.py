@@ -75,10 +75,3 @@ def truncate_metrics(run_dir: Path, position: dict[str, int]) -> list[str]:
                 f.flush()
                 os.fsync(f.fileno())
     return warnings
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vsml_es.config import ConfigError, PreprocessConfig
-from vsml_es.data import DatasetError
+from vsml_es.config import PreprocessConfig
+from vsml_es.errors import ConfigError, DatasetError
 
 NORMALIZE_MODES = ("dataset", "example", "none")
 TRANSFORM_MODES = ("none", "fresh", "pool")

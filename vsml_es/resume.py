@@ -6,24 +6,23 @@ differ from the run's only in keys that cannot change the meta-training trajecto
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from vsml_es.checkpoint import (
+from vsml_es.config import Config, config_to_dict
+from vsml_es.errors import ConfigError, Report, ResumeError, report
+from vsml_es.experiment import experiment_from_dict, with_overrides
+from vsml_es.metrics import truncate_metrics
+from vsml_es.storage.checkpoint import (
     Checkpoint,
     checkpoint_dirs,
     latest_checkpoint,
     set_aside_after,
     versions,
 )
-from vsml_es.cli import UserError
-from vsml_es.config import Config, ConfigError, config_from_dict, config_to_dict, replace
-from vsml_es.metrics import truncate_metrics
 
 # Keys (exact, or a section ending in ".") that may change on resume: they decide how long to
 # train, what is logged or checkpointed, where it runs (workers, the data's location on this
@@ -40,17 +39,6 @@ SAFE_TO_CHANGE = (
 )
 # A different version of these may compute different floats: resume warns.
 VERSION_SENSITIVE = ("jax", "jaxlib", "evosax", "numpy")
-
-Report = Callable[[str], None]
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-class ResumeError(UserError):
-    """The run cannot be resumed (or started) as asked; the message says why and what to do."""
-
 
 def is_safe(path: str) -> bool:
     return any(path == key or (key.endswith(".") and path.startswith(key))
@@ -104,7 +92,7 @@ def run_config(run_dir: Path, checkpoint: Checkpoint | None) -> Config:
     if not isinstance(data, dict):
         raise ResumeError(f"{source} holds no config mapping.")
     try:
-        return config_from_dict(data)
+        return experiment_from_dict(data)
     except ConfigError as err:
         raise ResumeError(
             f"The config stored in {source} is not valid for this vsml-es version: {err}"
@@ -115,7 +103,7 @@ def plan_resume(
     run_dir: Path,
     requested: Config | None = None,
     overrides: list[str] | tuple[str, ...] = (),
-    report: Report = _stderr,
+    report: Report = report,
 ) -> ResumePlan:
     """Newest valid checkpoint + the config to continue with, or a :class:`ResumeError`.
 
@@ -127,7 +115,7 @@ def plan_resume(
         raise ResumeError(f"Run directory '{run_dir}' does not exist.")
     checkpoint = latest_checkpoint(run_dir, report)
     saved = run_config(run_dir, checkpoint)
-    config = requested if requested is not None else replace(saved, list(overrides))
+    config = requested if requested is not None else with_overrides(saved, list(overrides))
     changes = config_differences(saved, config)
     refused = [c for c in changes if not is_safe(c[0])]
     if refused:
@@ -174,7 +162,7 @@ def version_warnings(saved: dict[str, str]) -> list[str]:
     ]
 
 
-def rewind(run_dir: Path, checkpoint: Checkpoint | None, report: Report = _stderr) -> None:
+def rewind(run_dir: Path, checkpoint: Checkpoint | None, report: Report = report) -> None:
     """Make the run directory look as it did when ``checkpoint`` was written (nothing: as new).
 
     Metrics logs are cut back to the checkpoint's position; newer checkpoints, which a resume

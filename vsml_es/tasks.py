@@ -8,16 +8,18 @@ from (seed, generation, episode id) without receiving data.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
 
 from vsml_es import preprocess as pre
-from vsml_es.config import Config, PreprocessConfig, TaskConfig
-from vsml_es.data import ArrayDataset, DatasetError, load_dataset
+from vsml_es.config import MetaTestConfig, PreprocessConfig, TaskConfig
+from vsml_es.data import ArrayDataset, load_dataset
+from vsml_es.errors import DatasetError
 
 _TRANSFORM_TAG = 7  # folded into the episode key for the input transforms (keeps other streams)
 
@@ -50,6 +52,15 @@ class Task:
     std: float
     preprocess: PreprocessConfig = PreprocessConfig()
     transforms: bool = True  # draw per-episode input transforms (a mixture draws its own)
+    input_shape: tuple[int, ...] = ()  # one preprocessed example before flattening
+
+    @property
+    def parts(self) -> tuple[Task, ...]:
+        """The single-dataset tasks this task draws from (itself)."""
+        return (self,)
+
+    def with_episode_length(self, steps: int) -> Task:
+        return dataclasses.replace(self, episode_length=steps)
 
     def episode(self, key: jax.Array) -> EpisodeSpec:
         k_idx, k_perm = jax.random.split(key)
@@ -79,6 +90,31 @@ class Task:
             x = pre.apply_transform(x, spec.transform)
         y = spec.label_perm[data.y[i]]
         return x, y
+
+
+class EpisodeSource(Protocol):
+    """What learners, evaluators and meta-tests need of a task: :class:`Task` (one dataset)
+    and :class:`MixtureTask` (several) both provide it. Hashable: a static jit argument."""
+
+    name: str
+
+    @property
+    def num_features(self) -> int: ...
+    @property
+    def num_outputs(self) -> int: ...
+    @property
+    def episode_length(self) -> int: ...
+    @property
+    def parts(self) -> tuple[Task, ...]: ...
+    @property
+    def input_shape(self) -> tuple[int, ...]: ...
+    def with_episode_length(self, steps: int) -> EpisodeSource: ...
+    def episode(self, key: jax.Array) -> NamedTuple: ...
+    def example(self, data, spec, t: jax.Array) -> tuple[jax.Array, jax.Array]: ...
+
+
+# The device arrays of a task: one TaskData, or one per dataset of a mixture.
+Data = TaskData | tuple[TaskData, ...]
 
 
 class MixtureSpec(NamedTuple):
@@ -111,6 +147,14 @@ class MixtureTask:
     @property
     def episode_length(self) -> int:
         return self.parts[0].episode_length
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.parts[0].input_shape
+
+    def with_episode_length(self, steps: int) -> MixtureTask:
+        return dataclasses.replace(
+            self, parts=tuple(part.with_episode_length(steps) for part in self.parts))
 
     def episode(self, key: jax.Array) -> MixtureSpec:
         k_choice, k_parts = jax.random.split(key)
@@ -174,6 +218,7 @@ def make_task(
         std=float(dataset.std) or 1.0,
         preprocess=cfg,
         transforms=transforms,
+        input_shape=tuple(shape),
     )
     data = TaskData(jnp.asarray(x), jnp.asarray(y, dtype=jnp.int32))
     return task, data
@@ -235,24 +280,25 @@ def load_mixture_task(
     return MixtureTask(name, tuple(parts), weights, cfg), tuple(datas)
 
 
-def build_task(
-    config: TaskConfig, episode_length: int | None = None
-) -> tuple[Task | MixtureTask, TaskData | tuple[TaskData, ...]]:
+def build_task(config: TaskConfig) -> tuple[Task | MixtureTask, Data]:
     """The meta-training task of ``config``: one dataset, or a mixture."""
-    length = episode_length or config.episode_length
     if config.mixture:
-        return load_mixture_task(config.mixture, config.mixture_weights, config.split, length,
-                                 config.num_classes, config.permute_labels, config.data_dir,
-                                 config.preprocess)
-    return load_task(config.dataset, config.split, length, config.num_classes,
+        return load_mixture_task(config.mixture, config.mixture_weights, config.split,
+                                 config.episode_length, config.num_classes,
+                                 config.permute_labels, config.data_dir, config.preprocess)
+    return load_task(config.dataset, config.split, config.episode_length, config.num_classes,
                      config.permute_labels, config.data_dir, preprocess=config.preprocess)
 
 
-def check_metatest_datasets(config: Config) -> None:
+def load_metatest_task(ref: str, task: TaskConfig, metatest: MetaTestConfig, steps: int,
+                       num_features: int | None) -> tuple[Task, TaskData]:
+    """One meta-test dataset, shaped like the meta-training task (its outputs, permutation)."""
+    return load_task(ref, "test", steps, task.num_classes, task.permute_labels, task.data_dir,
+                     num_features, preprocess=metatest.preprocess)
+
+
+def check_metatest_datasets(task: TaskConfig, metatest: MetaTestConfig, num_features: int) -> None:
     """Load every meta-test dataset now: a missing or misfitting one fails before training,
     with the command that fixes it, instead of after hours of meta-training."""
-    t, mt = config.task, config.metatest
-    num_features = build_task(t)[0].num_features
-    for ref in mt.datasets:
-        load_task(ref, "test", mt.steps, t.num_classes, t.permute_labels, t.data_dir,
-                  num_features, preprocess=mt.preprocess)
+    for ref in metatest.datasets:
+        load_metatest_task(ref, task, metatest, metatest.steps, num_features)

@@ -17,16 +17,18 @@ import jax
 import numpy as np
 import yaml
 
-from vsml_es import vsml
-from vsml_es.checkpoint import Checkpoint, CheckpointError, Snapshot, prune, save_checkpoint
 from vsml_es.config import Config, config_to_dict
+from vsml_es.errors import CheckpointError, Report, ResumeError
 from vsml_es.es import Strategy, build_strategy, sanitize_fitness
 from vsml_es.evaluator import EvalSpec, Evaluator, LocalEvaluator, build_eval_spec
+from vsml_es.learners import Params
 from vsml_es.metrics import MetricsLog
-from vsml_es.params_io import atomic_write_bytes, save_params
-from vsml_es.preprocess import output_shape
+from vsml_es.resume import ResumePlan, rewind
 from vsml_es.signals import GenerationAbandoned, StopSignals, TrainingInterrupted
-from vsml_es.tasks import TaskData
+from vsml_es.storage.atomic import atomic_write_bytes
+from vsml_es.storage.checkpoint import Checkpoint, Snapshot, prune, save_checkpoint
+from vsml_es.storage.params import save_params
+from vsml_es.tasks import Data
 
 # Stream tags folded into the run seed, so ES noise, initial parameters and episode data never
 # share random numbers.
@@ -40,20 +42,6 @@ class TrainState:
     es_state: Any
 
 
-def initial_params(
-    config: Config, num_features: int | None = None, num_outputs: int | None = None
-) -> vsml.Params:
-    """Initial meta-parameters of ``model.learner``; the baselines' sizes depend on the task."""
-    key = jax.random.fold_in(jax.random.key(config.training.seed), INIT_STREAM)
-    if config.model.learner == "vsml":
-        return vsml.init_params(key, config.model)
-    if num_features is None or num_outputs is None:
-        raise ValueError(f"learner '{config.model.learner}' needs the task's input/output sizes")
-    from vsml_es.learners import init_learner_params
-
-    return init_learner_params(key, config.model, num_features, num_outputs)
-
-
 class Trainer:
     """Owns the strategy, the evaluator and the run directory of one meta-training run."""
 
@@ -63,7 +51,7 @@ class Trainer:
         run_dir: Path,
         evaluator: Evaluator | None = None,
         spec: EvalSpec | None = None,
-        data: TaskData | None = None,
+        data: Data | None = None,
     ):
         self.config = config
         self.run_dir = Path(run_dir)
@@ -72,7 +60,9 @@ class Trainer:
             spec, data = build_eval_spec(config)
         self.spec, self.data = spec, data
         self.evaluator = evaluator or LocalEvaluator(spec, data)
-        self.template = initial_params(config, spec.task.num_features, spec.task.num_outputs)
+        init_key = jax.random.fold_in(jax.random.key(config.training.seed), INIT_STREAM)
+        self.template = spec.learner.init_params(init_key, spec.task.num_features,
+                                                 spec.task.num_outputs)
         self.strategy: Strategy = build_strategy(config.training, self.template)
         self.episode_ids = self.strategy.episode_ids()
         self._es_root = jax.random.fold_in(jax.random.key(config.training.seed), ES_STREAM)
@@ -86,7 +76,7 @@ class Trainer:
         es_state = es.algorithm.init(self._es_root, self.template, es.params)
         return TrainState(generation=0, es_state=es_state)
 
-    def mean_params(self, state: TrainState) -> vsml.Params:
+    def mean_params(self, state: TrainState) -> Params:
         return self.strategy.algorithm.get_mean(state.es_state)
 
     def restore(self, checkpoint: Checkpoint) -> TrainState:
@@ -104,20 +94,29 @@ class Trainer:
         self._checkpointed = checkpoint.generation
         return TrainState(checkpoint.generation, es_state)
 
+    def resume_from(self, plan: ResumePlan, log: Report = print) -> TrainState | None:
+        """Load the plan's checkpoint (None: start over) and cut the metrics logs back to it."""
+        state = None
+        if plan.checkpoint is not None:
+            try:
+                state = self.restore(plan.checkpoint)
+            except CheckpointError as err:
+                raise ResumeError(f"Cannot resume from {plan.checkpoint.path}: {err}.") from None
+            log(f"resuming from generation {state.generation} ({plan.checkpoint.path})")
+        rewind(self.run_dir, plan.checkpoint)
+        return state
+
     def run_info(self) -> dict[str, Any]:
         """What a parameter file or checkpoint must carry to be used without the dataset."""
         task = self.spec.task
-        parts = getattr(task, "parts", (task,))  # a mixture has one task per dataset
-        first_data = self.data if hasattr(self.data, "x") else self.data[0]
-        shape = output_shape(parts[0].name, tuple(first_data.x.shape[1:]), parts[0].preprocess)
         return {
             "config": config_to_dict(self.config),
             "num_features": task.num_features,
             "num_outputs": task.num_outputs,
-            "example_shape": list(shape),  # one preprocessed example before flattening
+            "example_shape": list(task.input_shape),  # one preprocessed example, unflattened
             # Statistics behind task.preprocess.normalize='dataset' (one entry per dataset).
             "input_stats": [{"dataset": part.name, "mean": part.mean, "std": part.std}
-                            for part in parts],
+                            for part in task.parts],
         }
 
     def save_checkpoint(self, state: TrainState, log: MetricsLog) -> Path:

@@ -6,20 +6,21 @@ import argparse
 
 import yaml
 
-from vsml_es.commands.train import add_config_args
+from vsml_es.commands.common import add_config_args
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("config", help="print the resolved config (defaults + file + --set)")
+    p = subparsers.add_parser(
+        "config", help="print the resolved config (defaults + file + --set), every key")
     p.add_argument("experiment", nargs="?", default=None, help="experiment YAML (optional)")
-    p.add_argument("--show", action="store_true", help="(default) print every key")
     add_config_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from vsml_es.config import config_to_dict, load_config
+    from vsml_es.config import config_to_dict
+    from vsml_es.experiment import load_experiment
 
-    config = load_config(args.experiment, args.overrides)
+    config = load_experiment(args.experiment, args.overrides)
     print(yaml.safe_dump(config_to_dict(config), sort_keys=False), end="")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vsml_es.commands.train import add_config_args
+from vsml_es.commands.common import add_config_args
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -28,23 +28,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vsml_es.cli import UserError
-    from vsml_es.config import config_from_dict, replace
-    from vsml_es.learner import read_learner
-    from vsml_es.metatest import format_table, meta_test
+    from vsml_es import run as api
+    from vsml_es.reporting import format_table
 
-    params, spec = read_learner(args.params)  # either format, checked
-    for name, value in (("--steps", args.steps), ("--episodes", args.episodes)):
-        if value is not None and value <= 0:
-            raise UserError(f"{name} must be positive, got {value}.")
-    if "config" not in spec.info:
-        raise UserError(f"'{args.params}' holds no run config; was it written by vsml-es?")
-    config = config_from_dict(spec.info["config"])
-    if args.overrides:
-        config = replace(config, args.overrides)
-    out = args.out or Path(args.params).parent / "evaluate"
-    summaries = meta_test(params, config, out, tuple(args.dataset) if args.dataset else None,
-                          args.steps, args.episodes, spec.num_inputs)
+    summaries, out = api.evaluate_file(args.params, tuple(args.dataset) if args.dataset else None,
+                                       args.steps, args.episodes, args.overrides, args.out)
     print(format_table(summaries))
     print(f"learning curves: {out}")
     return 0

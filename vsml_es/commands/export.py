@@ -24,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vsml_es.export import export_run
+    from vsml_es.run import export_run
 
     out, meta = export_run(args.run_dir, args.output, args.checkpoint)
     training = meta["training"]

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vsml_es.commands.train import add_config_args, add_run_args, resume_run
+from vsml_es.commands.common import add_config_args, add_run_args
+from vsml_es.commands.train import finish
 from vsml_es.resume import SAFE_TO_CHANGE
 
 
@@ -29,4 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return resume_run(args.run_dir, args)
+    from vsml_es import run as api
+
+    return finish(lambda: api.resume_training(args.run_dir, None, args.overrides,
+                                              metatest=not args.no_metatest), args.run_dir)

@@ -6,7 +6,6 @@ Each dataset registers a loader plus static metadata (classes, example shape, sp
 
 from __future__ import annotations
 
-import difflib
 import functools
 import os
 import shlex
@@ -16,11 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from vsml_es.errors import DatasetError, did_you_mean
+
 DATA_DIR_ENV = "VSML_ES_DATA_DIR"
-
-
-class DatasetError(ValueError):
-    """A dataset name, split or preparation problem, phrased for the user."""
 
 
 @dataclass(frozen=True)
@@ -125,10 +122,9 @@ def get_spec(name: str) -> DatasetSpec:
     """The registered spec; an unknown name lists every valid one."""
     _ensure_registered()
     if name not in _SPECS:
-        close = difflib.get_close_matches(name, list(_SPECS), n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
         raise DatasetError(
-            f"Unknown dataset '{name}'.{hint} Available datasets: {', '.join(sorted(_SPECS))}. "
+            f"Unknown dataset '{name}'.{did_you_mean(name, _SPECS)} Available datasets: "
+            f"{', '.join(sorted(_SPECS))}. "
             "Run 'vsml-es data list' to see which are ready and how to get the others."
         )
     return _SPECS[name]

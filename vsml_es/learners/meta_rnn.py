@@ -4,14 +4,14 @@ so all learning within an episode lives in the hidden state; ES meta-learns the 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from vsml_es.episodes import InitFn, StepFn
+from vsml_es.learners.base import InitFn, Learner, Params, StepFn
 
-Params = dict[str, jax.Array]
 FORGET_BIAS = 1.0  # the usual LSTM forget-gate offset: remember by default
 
 
@@ -64,3 +64,17 @@ def make_learner(params: Params, num_outputs: int) -> tuple[InitFn, StepFn]:
         return RnnState(h, c, jax.nn.softmax(logits) - onehot, onehot), logits
 
     return init, step
+
+
+@dataclass(frozen=True)
+class MetaRnnLearner(Learner):
+    """The Meta-RNN with ``hidden`` LSTM units."""
+
+    hidden: int = 128  # LSTM units (model.baseline_hidden)
+    label = "Meta-RNN"
+
+    def init_params(self, key: jax.Array, num_features: int, num_outputs: int) -> Params:
+        return init_params(key, num_features, num_outputs, self.hidden)
+
+    def make(self, params: Params, num_features: int, num_outputs: int) -> tuple[InitFn, StepFn]:
+        return make_learner(params, num_outputs)

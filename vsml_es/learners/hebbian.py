@@ -10,12 +10,12 @@ class's inputs, a prototype classifier that already learns before any meta-train
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import jax
 import jax.numpy as jnp
 
-from vsml_es.episodes import InitFn, StepFn
-
-Params = dict[str, jax.Array]
+from vsml_es.learners.base import InitFn, Learner, Params, StepFn
 
 INITIAL_ETA = 0.1
 
@@ -48,3 +48,16 @@ def make_learner(params: Params, num_outputs: int) -> tuple[InitFn, StepFn]:
         return fast, logits
 
     return init, step
+
+
+@dataclass(frozen=True)
+class HebbianLearner(Learner):
+    """Oja-rule fast weights; no static settings."""
+
+    label = "Hebbian (Oja)"
+
+    def init_params(self, key: jax.Array, num_features: int, num_outputs: int) -> Params:
+        return init_params(key, num_features, num_outputs)
+
+    def make(self, params: Params, num_features: int, num_outputs: int) -> tuple[InitFn, StepFn]:
+        return make_learner(params, num_outputs)

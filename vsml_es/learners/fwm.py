@@ -10,12 +10,12 @@ learns before meta-training; ES shapes keys, values, write strength and read-out
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import jax
 import jax.numpy as jnp
 
-from vsml_es.episodes import InitFn, StepFn
-
-Params = dict[str, jax.Array]
+from vsml_es.learners.base import InitFn, Learner, Params, StepFn
 
 
 def init_params(key: jax.Array, num_features: int, num_outputs: int, key_size: int) -> Params:
@@ -56,3 +56,17 @@ def make_learner(params: Params, num_outputs: int) -> tuple[InitFn, StepFn]:
         return memory, logits
 
     return init, step
+
+
+@dataclass(frozen=True)
+class FwmLearner(Learner):
+    """The fast-weight memory with keys of ``key_size``."""
+
+    key_size: int = 128  # fast-weight key size (model.baseline_hidden)
+    label = "FWM (delta rule)"
+
+    def init_params(self, key: jax.Array, num_features: int, num_outputs: int) -> Params:
+        return init_params(key, num_features, num_outputs, self.key_size)
+
+    def make(self, params: Params, num_features: int, num_outputs: int) -> tuple[InitFn, StepFn]:
+        return make_learner(params, num_outputs)

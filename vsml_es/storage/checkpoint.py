@@ -23,14 +23,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 import shutil
-import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +35,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vsml_es.errors import CheckpointError, Report
+from vsml_es.errors import report as report_to_stderr
+from vsml_es.storage.atomic import atomic_write_directory, write_synced
+
 FORMAT = "vsml-es-checkpoint"
 FORMAT_VERSION = 1
 CHECKPOINTS = "checkpoints"
@@ -46,17 +46,6 @@ MANIFEST = "MANIFEST.json"
 STATE_FILE = "state.npz"
 META_FILE = "meta.json"
 _NAME = re.compile(r"^gen-(\d{6,})$")
-
-Report = Callable[[str], None]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: corrupt, half-written or for another setup."""
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
 
 def versions() -> dict[str, str]:
     """Versions that decide whether a resume reproduces the same floats."""
@@ -206,29 +195,10 @@ def save_checkpoint(run_dir: Path, snapshot: Snapshot) -> Path:
                             files)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_file(path: Path, payload: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def _write_directory(final: Path, files: dict[str, bytes]) -> Path:
-    parent = final.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=parent))
-    try:
-        tmp.chmod(0o755)  # mkdtemp makes 0700; a run directory is shared like its other files
+    def fill(tmp: Path) -> None:
         for name, payload in files.items():
-            _write_file(tmp / name, payload)
+            write_synced(tmp / name, payload)
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -237,16 +207,9 @@ def _write_directory(final: Path, files: dict[str, bytes]) -> Path:
                 for name, payload in files.items()
             },
         }
-        _write_file(tmp / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
-        _fsync_dir(tmp)
-        if final.exists():  # a corrupt or abandoned checkpoint of the same generation
-            final.rename(parent / f".trash-{final.name}-{uuid.uuid4().hex[:8]}")
-        os.replace(tmp, final)
-        _fsync_dir(parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+        write_synced(tmp / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
+
+    return atomic_write_directory(final, fill)
 
 
 # --------------------------------------------------------------------------------------------
@@ -351,7 +314,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
     return Checkpoint(path, generation, meta, arrays)
 
 
-def latest_checkpoint(run_dir: Path, report: Report = _stderr) -> Checkpoint | None:
+def latest_checkpoint(run_dir: Path, report: Report = report_to_stderr) -> Checkpoint | None:
     """The newest checkpoint that verifies; each one skipped on the way is reported."""
     skipped = []
     for _, path in reversed(checkpoint_dirs(run_dir)):
@@ -369,7 +332,7 @@ def latest_checkpoint(run_dir: Path, report: Report = _stderr) -> Checkpoint | N
     return None
 
 
-def best_checkpoint(run_dir: Path, report: Report = _stderr) -> Checkpoint | None:
+def best_checkpoint(run_dir: Path, report: Report = report_to_stderr) -> Checkpoint | None:
     """The valid checkpoint with the lowest recorded fitness (newest on ties)."""
     best: Checkpoint | None = None
     for _, path in checkpoint_dirs(run_dir):

@@ -1,40 +1,23 @@
-"""Meta-parameters on disk: npz (loaded with allow_pickle=False) + JSON metadata. No pickle."""
+"""Named arrays + JSON metadata in one npz (read with allow_pickle=False): a run's
+``params.npz`` and the ``.vsml`` learner file. No pickle."""
 
 from __future__ import annotations
 
+import io
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vsml_es.errors import UserError
+from vsml_es.storage.atomic import atomic_write_bytes
+
 META_KEY = "__meta_json__"
 
 
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write through a temporary file in the same directory, fsync, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; results and learner files are for sharing
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_params(path: Path, params: dict[str, Any], meta: dict[str, Any]) -> None:
-    import io
-
     arrays = {k: np.asarray(v) for k, v in params.items()}
     arrays[META_KEY] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
     buffer = io.BytesIO()
@@ -43,8 +26,6 @@ def save_params(path: Path, params: dict[str, Any], meta: dict[str, Any]) -> Non
 
 
 def load_params(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    from vsml_es.cli import UserError
-
     path = Path(path)
     if not path.is_file():
         raise UserError(f"Parameter file '{path}' does not exist.")

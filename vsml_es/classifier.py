@@ -24,97 +24,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from vsml_es import preprocess as pre
-from vsml_es.cli import UserError
-from vsml_es.config import ConfigError, ModelConfig, PreprocessConfig, config_from_dict
-from vsml_es.data import DatasetError
-from vsml_es.export import FORMAT, FORMAT_VERSION, PARAMS_FORMAT, params_sha256
-from vsml_es.learners import init_learner_params, make_learner
-from vsml_es.params_io import load_params
-from vsml_es.tasks import Task
+from vsml_es.config import PreprocessConfig
+from vsml_es.errors import DatasetError, LearnerError
+from vsml_es.learners import Learner
+from vsml_es.storage.learner_file import LearnerFile, read_learner_file
 
 NORMALIZE = ("dataset", "example", "none")
 INPUT_MAPS = ("auto", "exact", "pad", "project", "resize")
 CHUNK = 32  # rows per jitted call
-
-
-class LearnerError(UserError, ValueError):
-    """Bad input to a learner or a bad learner file; the message says how to fix it."""
-
-
-# --------------------------------------------------------------------------------------------
-# Reading a learner file
-
-
-@dataclass(frozen=True)
-class LearnerSpec:
-    """What a learner file says about how to run its parameters."""
-
-    model: ModelConfig
-    num_inputs: int
-    num_outputs: int
-    preprocess: PreprocessConfig  # the meta-training input preprocessing
-    stats: tuple[tuple[str, float, float], ...]  # (dataset, mean, std) behind 'dataset' normalize
-    info: dict[str, Any]  # the file's whole metadata
-    example_shape: tuple[int, ...] | None = None  # a preprocessed training example, unflattened
-
-
-def read_learner(path: str | Path) -> tuple[dict[str, np.ndarray], LearnerSpec]:
-    """Parameters and spec of a ``.vsml`` file or a run's ``params.npz``, checked."""
-    params, meta = load_params(Path(path))
-    kind = meta.get("format")
-    if kind == FORMAT:
-        version = meta.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise LearnerError(
-                f"'{path}' has .vsml format version {version}; this vsml-es reads versions up "
-                f"to {FORMAT_VERSION}. Upgrade vsml-es (pip install -U vsml-es)."
-            )
-        if meta.get("params_sha256") != params_sha256(params):
-            raise LearnerError(f"'{path}' is corrupt: its parameters do not match their SHA-256.")
-        tree = {"model": meta.get("model", {}),
-                "task": {"preprocess": meta.get("input", {}).get("preprocess", {})}}
-        stats = meta.get("input", {}).get("stats", [])
-        example_shape = meta.get("input", {}).get("example_shape")
-    elif kind == PARAMS_FORMAT:
-        tree, stats = meta.get("config", {}), meta.get("input_stats", [])
-        example_shape = meta.get("example_shape")
-    else:
-        raise LearnerError(
-            f"'{path}' is not a vsml-es learner file (format {kind!r}); export one with "
-            "'vsml-es export RUN_DIR -o NAME.vsml'."
-        )
-    try:
-        config = config_from_dict(tree)
-        num_inputs = int(meta.get("num_inputs", meta.get("num_features")))
-        num_outputs = int(meta["num_outputs"])
-    except (ConfigError, KeyError, TypeError, ValueError) as err:
-        raise LearnerError(
-            f"'{path}' has metadata this vsml-es cannot use (written by another version?): {err}"
-        ) from None
-    spec = LearnerSpec(
-        model=config.model,
-        num_inputs=num_inputs,
-        num_outputs=num_outputs,
-        preprocess=config.task.preprocess,
-        stats=tuple((s.get("dataset", "?"), float(s["mean"]), float(s["std"])) for s in stats),
-        info=meta,
-        example_shape=tuple(int(d) for d in example_shape) if example_shape else None,
-    )
-    _check_shapes(path, params, spec)
-    return params, spec
-
-
-def _check_shapes(path: str | Path, params: dict[str, np.ndarray], spec: LearnerSpec) -> None:
-    expected = jax.eval_shape(
-        lambda: init_learner_params(jax.random.key(0), spec.model, spec.num_inputs,
-                                    spec.num_outputs))
-    got = {k: tuple(v.shape) for k, v in params.items()}
-    want = {k: tuple(v.shape) for k, v in expected.items()}
-    if got != want:
-        raise LearnerError(
-            f"'{path}' holds parameters {got} but its model config needs {want}; the file is "
-            "corrupt or was edited."
-        )
 
 
 def load_learner(
@@ -139,7 +56,7 @@ def load_learner(
     random_state: seed (or JAX key) of the random initial LSTM states (the initial "weights").
     projection_seed: seed of the random projection.
     """
-    params, spec = read_learner(path)
+    params, spec = read_learner_file(path)
     return OnlineClassifier(params, spec, normalize=normalize, input_map=input_map,
                             random_state=random_state, projection_seed=projection_seed)
 
@@ -168,35 +85,35 @@ def _inputs(x: jax.Array, matrix: jax.Array, pipe: _Pipeline) -> jax.Array:
     return x
 
 
-@partial(jax.jit, static_argnames=("model", "task"))
-def _init(params: Any, key: jax.Array, model: ModelConfig, task: Task) -> Any:
-    init, _ = make_learner(params, model, task)
+@partial(jax.jit, static_argnames=("learner", "sizes"))
+def _init(params: Any, key: jax.Array, learner: Learner, sizes: tuple[int, int]) -> Any:
+    init, _ = learner.make(params, *sizes)
     return init(key)
 
 
-@partial(jax.jit, static_argnames=("model", "task", "pipe"))
-def _learn(params, state, xs, ys, mask, matrix, model: ModelConfig, task: Task,
+@partial(jax.jit, static_argnames=("learner", "sizes", "pipe"))
+def _learn(params, state, xs, ys, mask, matrix, learner: Learner, sizes: tuple[int, int],
            pipe: _Pipeline):
     """Predict-then-learn over the rows in order; padding rows (mask False) are skipped."""
-    _, step = make_learner(params, model, task)
+    _, step = learner.make(params, *sizes)
 
     def body(state, row):
         x, y, keep = row
         return jax.lax.cond(
             keep,
             lambda state: step(state, _inputs(x, matrix, pipe), y),
-            lambda state: (state, jnp.zeros((task.num_outputs,), jnp.float32)),
+            lambda state: (state, jnp.zeros((sizes[1],), jnp.float32)),
             state,
         )
 
     return jax.lax.scan(body, state, (xs, ys, mask))
 
 
-@partial(jax.jit, static_argnames=("model", "task", "pipe"))
-def _predict_logits(params, state, xs, matrix, model: ModelConfig, task: Task,
+@partial(jax.jit, static_argnames=("learner", "sizes", "pipe"))
+def _predict_logits(params, state, xs, matrix, learner: Learner, sizes: tuple[int, int],
                     pipe: _Pipeline):
     """Logits of each row from the current state; the state is not changed (no learning)."""
-    _, step = make_learner(params, model, task)
+    _, step = learner.make(params, *sizes)
     return jax.vmap(lambda x: step(state, _inputs(x, matrix, pipe), jnp.int32(0))[1])(xs)
 
 
@@ -223,7 +140,7 @@ class OnlineClassifier:
     exactly as in meta-training. ``predict``/``predict_proba``/``score`` never learn.
     """
 
-    def __init__(self, params: dict[str, Any], spec: LearnerSpec, *, normalize: str | None = None,
+    def __init__(self, params: dict[str, Any], spec: LearnerFile, *, normalize: str | None = None,
                  input_map: str = "auto", random_state: int | jax.Array = 0,
                  projection_seed: int = 0):
         normalize = normalize or spec.preprocess.normalize
@@ -243,9 +160,8 @@ class OnlineClassifier:
         self.input_map = input_map
         self.random_state = random_state
         self.projection_seed = projection_seed
-        self._task = Task(name="online", num_examples=1, num_features=spec.num_inputs,
-                          dataset_classes=spec.num_outputs, num_outputs=spec.num_outputs,
-                          episode_length=1, permute_labels=False, mean=0.0, std=1.0)
+        self._learner = spec.learner
+        self._sizes = (spec.num_inputs, spec.num_outputs)
         self.reset()
 
     # -- sizes and info ------------------------------------------------------------------------
@@ -277,7 +193,7 @@ class OnlineClassifier:
         """Forget everything learned (fresh random LSTM states), the classes and feature count."""
         if random_state is not None:
             self.random_state = random_state
-        self._state = _init(self.params, _key(self.random_state), self.spec.model, self._task)
+        self._state = _init(self.params, _key(self.random_state), self._learner, self._sizes)
         self.classes_: np.ndarray | None = None
         self.n_features_in_: int | None = None
         self.n_seen_ = 0
@@ -310,8 +226,8 @@ class OnlineClassifier:
         predictions = []
         for (x_chunk, n), (y_chunk, _) in zip(_chunks(xs), _chunks(ys), strict=True):
             self._state, logits = _learn(self.params, self._state, x_chunk, y_chunk,
-                                         np.arange(CHUNK) < n, self._matrix, self.spec.model,
-                                         self._task, self._pipe)
+                                         np.arange(CHUNK) < n, self._matrix, self._learner,
+                                         self._sizes, self._pipe)
             predictions.append(np.argmax(np.asarray(logits[:n, :k]), axis=1))
             self.n_seen_ += n
         return self.classes_[np.concatenate(predictions)]
@@ -334,7 +250,7 @@ class OnlineClassifier:
         proba = []
         for x_chunk, n in _chunks(self._rows(X, learning=False)):
             logits = _predict_logits(self.params, self._state, x_chunk, self._matrix,
-                                     self.spec.model, self._task, self._pipe)
+                                     self._learner, self._sizes, self._pipe)
             proba.append(np.asarray(jax.nn.softmax(logits[:n, :k], axis=-1), dtype=np.float64))
         return np.concatenate(proba)
 

@@ -1,8 +1,9 @@
-"""Online gradient-descent baselines: SGD or Adam on a linear model or a one-hidden-layer MLP.
+"""Hand-designed learners: online SGD or Adam on a linear model or a one-hidden-layer MLP.
 
 One optimizer step per example, taken after predicting it, so the logits of each step are an
-honest online prediction. The learning rate may be a traced array: one compiled function then
-serves a whole learning-rate grid.
+honest online prediction. Behind the learner interface their parameters are their
+hyperparameters (``{"learning_rate": scalar}``), chosen from a grid on meta-training streams;
+the learning rate is a traced array, so one compiled function serves the whole grid.
 """
 
 from __future__ import annotations
@@ -13,30 +14,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vsml_es.episodes import InitFn, StepFn
+from vsml_es.learners.base import InitFn, Learner, Params, StepFn
 
 MlpParams = list[tuple[jax.Array, jax.Array]]  # (weights [in, out], bias [out]) per layer
-
-
-@dataclass(frozen=True)
-class GradientBaseline:
-    """A named (optimizer, architecture) pair whose learning rate is tuned per experiment."""
-
-    name: str
-    optimizer: str  # sgd | adam
-    hidden: bool  # one hidden ReLU layer of metatest.mlp_hidden units, else linear
-    label: str
-
-
-GRADIENT_BASELINES: dict[str, GradientBaseline] = {
-    b.name: b
-    for b in (
-        GradientBaseline("sgd", "sgd", False, "SGD linear"),
-        GradientBaseline("adam", "adam", False, "Adam linear"),
-        GradientBaseline("sgd_mlp", "sgd", True, "SGD MLP"),
-        GradientBaseline("adam_mlp", "adam", True, "Adam MLP"),
-    )
-}
 
 
 def make_optimizer(name: str, learning_rate: jax.Array | float) -> optax.GradientTransformation:
@@ -96,12 +76,30 @@ def gradient_learner(
     return init, step
 
 
-def baseline_learner(
-    baseline: GradientBaseline,
-    learning_rate: jax.Array | float,
-    num_features: int,
-    num_classes: int,
-    mlp_hidden: int,
-) -> tuple[InitFn, StepFn]:
-    return gradient_learner(baseline.optimizer, learning_rate, num_features, num_classes,
-                            mlp_hidden if baseline.hidden else 0)
+@dataclass(frozen=True)
+class GradientLearner(Learner):
+    """Online ``optimizer`` (sgd | adam) on a linear model, or an MLP with ``hidden`` units."""
+
+    optimizer: str
+    hidden: int = 0
+
+    @property
+    def label(self) -> str:  # type: ignore[override]
+        name = {"sgd": "SGD", "adam": "Adam"}[self.optimizer]
+        return f"{name} MLP-{self.hidden}" if self.hidden else f"{name} linear"
+
+    def init_params(self, key: jax.Array, num_features: int, num_outputs: int) -> Params:
+        del key, num_features, num_outputs  # tuning replaces it; a common middle of the grids
+        return {"learning_rate": jnp.asarray(0.01, jnp.float32)}
+
+    def make(self, params: Params, num_features: int, num_outputs: int) -> tuple[InitFn, StepFn]:
+        return gradient_learner(self.optimizer, params["learning_rate"], num_features,
+                                num_outputs, self.hidden)
+
+    def describe(self, params: Params) -> str:
+        return f"{self.label} (lr {float(params['learning_rate']):g})"
+
+
+def learning_rate_grid(rates: tuple[float, ...]) -> tuple[Params, ...]:
+    """Candidate parameters of a gradient learner, one per learning rate."""
+    return tuple({"learning_rate": jnp.asarray(rate, jnp.float32)} for rate in rates)

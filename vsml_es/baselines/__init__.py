@@ -1,1 +1,0 @@
-"""Non-VSML learners behind the same (init, step) episode interface as VSML."""

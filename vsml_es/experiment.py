@@ -1,0 +1,86 @@
+"""User input to a validated experiment config: the one place where every check runs.
+
+``vsml_es.config`` parses (types, keys, plain ranges); each domain checks its own options
+(``preprocess`` the data pipeline, ``learners`` the learner names, ``es`` the strategy). This
+module calls all of them, so a config that leaves here is safe to start work with, and a
+mistake anywhere in it fails before any work with a :class:`~vsml_es.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vsml_es.config import (
+    ES_SETTING_KEYS,
+    Config,
+    TrainingConfig,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    parse_section,
+    positive,
+    replace,
+)
+from vsml_es.errors import ConfigError
+from vsml_es.es import validate_strategy
+from vsml_es.learners import validate_learner_names
+from vsml_es.preprocess import validate_task_config
+
+
+def validate(config: Config) -> Config:
+    """Every domain's checks on a parsed config; returns it unchanged."""
+    validate_task_config(config.task, config.metatest)
+    validate_learner_names(config)
+    validate_strategy(config.training)
+    _validate_es_settings(config)
+    return config
+
+
+def load_experiment(path: str | Path | None = None,
+                    overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults <- experiment file <- ``--set`` overrides, validated."""
+    return validate(load_config(path, overrides))
+
+
+def experiment_from_dict(data: dict[str, Any]) -> Config:
+    """A stored config (run directory, checkpoint), validated like a new one."""
+    return validate(config_from_dict(data))
+
+
+def with_overrides(config: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    return validate(replace(config, overrides))
+
+
+def _validate_es_settings(config: Config) -> None:
+    """Each learner's training settings are checked like ``training`` itself, up front: a bad
+    one would otherwise surface only when that learner's turn comes, after the others trained."""
+    compare = config.compare
+    for learner, settings in compare.es_settings.items():
+        path = f"compare.es_settings.{learner}"
+        if learner not in compare.learners:
+            raise ConfigError(
+                f"Config key '{path}' names a learner that is not in compare.learners "
+                f"({', '.join(compare.learners)}); add it there or remove its settings."
+            )
+        if not isinstance(settings, dict):
+            raise ConfigError(
+                f"Config key '{path}' must be a mapping of training settings, e.g. "
+                f"{{sigma: 0.02, learning_rate: 0.01}}; got {settings!r}."
+            )
+        for key in settings:
+            if key not in ES_SETTING_KEYS:
+                why = (" would change the meta-training budget, which every learner shares"
+                       if key in ("population_size", "generations") else " is not an ES setting")
+                raise ConfigError(
+                    f"Config key '{path}.{key}'{why}. Settable per learner: "
+                    f"{', '.join(ES_SETTING_KEYS)}."
+                )
+        merged: TrainingConfig = parse_section(
+            TrainingConfig, {**config_to_dict(config.training), **settings}, f"{path}.")
+        positive(f"{path}.sigma", merged.sigma)
+        positive(f"{path}.learning_rate", merged.learning_rate)
+        try:
+            validate_strategy(merged)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None

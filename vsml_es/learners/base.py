@@ -1,0 +1,44 @@
+"""The one learner interface: a learning algorithm as pure functions over pytrees.
+
+A learner, given its parameters and the task's input/output sizes, makes two functions:
+``init(key) -> state`` and ``step(state, x, y) -> (state, logits)``, where ``logits`` is the
+prediction made *before* ``y`` was revealed and everything learned lives in ``state``. VSML,
+the other meta-learners and the hand-designed optimizers (SGD/Adam) all implement it, so the ES
+evaluator, meta-testing, ``compare`` and the exported classifier run every one of them through
+the same code on the same streams.
+
+A meta-learned learner's parameters are found by ES; a tuned learner's "parameters" are its
+hyperparameters (a learning rate), chosen from a grid on meta-training streams.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import jax
+
+Params = dict[str, jax.Array]  # flat name -> array: all that ES, checkpoints and files need
+InitFn = Callable[[jax.Array], Any]
+StepFn = Callable[[Any, jax.Array, jax.Array], tuple[Any, jax.Array]]
+
+
+class Learner:
+    """Base of every learner. Subclasses are frozen dataclasses holding only static settings
+    (sizes of hidden layers, the VSML model config): hashable, so a learner is a static argument
+    of the jitted episode functions, and small, so it travels to Ray workers inside the spec."""
+
+    label: ClassVar[str] = "learner"  # shown in tables and plots
+
+    def init_params(self, key: jax.Array, num_features: int, num_outputs: int) -> Params:
+        """Initial parameters for a task with these sizes (ES starts its search here)."""
+        raise NotImplementedError
+
+    def make(self, params: Params, num_features: int, num_outputs: int) -> tuple[InitFn, StepFn]:
+        """The online learner that ``params`` define, for a task with these sizes."""
+        raise NotImplementedError
+
+    def describe(self, params: Params) -> str:
+        """The name of this learner with these parameters in tables (e.g. its learning rate)."""
+        del params
+        return self.label

@@ -1,0 +1,45 @@
+"""VSML behind the learner interface: the network of ``vsml_es.vsml`` run as an online learner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+
+from vsml_es import vsml
+from vsml_es.config import ModelConfig
+from vsml_es.learners.base import InitFn, Learner, Params, StepFn
+
+
+@dataclass(frozen=True)
+class VsmlLearner(Learner):
+    """Every weight a tiny LSTM with shared meta-learned parameters (``model`` sets its size).
+
+    By default the states stay in the fast layout for the whole episode (one transpose at the
+    start, none per step); ``layer_fn`` swaps in another formulation of ``vsml.layer_ticks``
+    (e.g. the per-connection oracle of ``vsml_es.reference``) on the public layout.
+    """
+
+    model: ModelConfig
+    layer_fn: vsml.LayerFn | None = None
+    label = "VSML"
+
+    def init_params(self, key: jax.Array, num_features: int, num_outputs: int) -> Params:
+        del num_features, num_outputs  # the shared LSTM does not depend on the layer sizes
+        return vsml.init_params(key, self.model)
+
+    def make(self, params: Params, num_features: int, num_outputs: int) -> tuple[InitFn, StepFn]:
+        model = self.model
+        sizes = vsml.layer_sizes(model, num_features, num_outputs)
+        fast = self.layer_fn is None
+        layer_fn = vsml.fast_layer_ticks if fast else self.layer_fn
+
+        def init(key: jax.Array) -> vsml.NetState:
+            net = vsml.init_net_state(key, model, sizes)
+            return vsml.net_to_fast(net) if fast else net
+
+        def step(net: vsml.NetState, x: jax.Array,
+                 y: jax.Array) -> tuple[vsml.NetState, jax.Array]:
+            return vsml.learn_step(params, net, x, y, model, layer_fn)
+
+        return init, step

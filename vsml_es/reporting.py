@@ -1,0 +1,166 @@
+"""Reporting meta-test results: learning curves, 95% intervals, tables, CSVs and plots.
+
+Pure functions of the curves (no JAX): every command that meta-tests (train, evaluate,
+compare) writes its results through here, so their files look alike.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+WINDOW = 0.1  # "accuracy at step s" averages inner steps within +-10% of s (noise of 0/1 hits)
+
+
+@dataclass
+class Curves:
+    method: str
+    dataset: str
+    losses: np.ndarray  # [episodes, steps]
+    accuracy: np.ndarray  # [episodes, steps] 0/1 per prediction
+
+    def at_step(self, step: int) -> np.ndarray:
+        """Per-episode accuracy around inner step ``step`` (1-based), window +-WINDOW*step."""
+        lo = max(1, int(round(step * (1 - WINDOW))))
+        hi = min(self.accuracy.shape[1], int(round(step * (1 + WINDOW))))
+        return self.accuracy[:, lo - 1 : hi].mean(axis=1)
+
+    def summary(self, report_steps: tuple[int, ...] = ()) -> dict[str, Any]:
+        steps = self.accuracy.shape[1]
+        quarter = max(1, steps // 4)
+        first = self.accuracy[:, :quarter].mean(axis=1)
+        last = self.accuracy[:, -quarter:].mean(axis=1)
+        loss = self.losses.mean(axis=1)
+        row: dict[str, Any] = {
+            "method": self.method,
+            "dataset": self.dataset,
+            "episodes": int(self.accuracy.shape[0]),
+            "steps": int(steps),
+            "acc_first_quarter": float(first.mean()),
+            "acc_first_quarter_ci95": ci95(first),
+            "acc_last_quarter": float(last.mean()),
+            "acc_last_quarter_ci95": ci95(last),
+            "mean_loss": float(loss.mean()),
+            "mean_loss_ci95": ci95(loss),
+        }
+        for step in report_steps:
+            if step <= steps:
+                values = self.at_step(step)
+                row[f"acc@{step}"] = float(values.mean())
+                row[f"acc@{step}_ci95"] = ci95(values)
+        return row
+
+
+def ci95(values: np.ndarray) -> float:
+    """Half-width of the normal-approximation 95% CI of the mean over episodes."""
+    n = values.shape[0]
+    return float(1.96 * values.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+
+
+@dataclass
+class Tuning:
+    """How a tuned learner's hyperparameters were chosen on meta-training streams."""
+
+    chosen: dict[str, float]  # e.g. {"learning_rate": 0.03}
+    trials: list[tuple[dict[str, float], float]]  # (setting, mean online accuracy) per candidate
+
+
+def write_tuning_csv(path: Path, tuned: dict[str, Tuning]) -> None:
+    """Every setting tried per tuned learner, its accuracy on meta-training streams, and which
+    was chosen."""
+    names = sorted({name for t in tuned.values() for name in t.chosen})
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["baseline", *names, "train_accuracy", "chosen"])
+        for learner, tuning in tuned.items():
+            for setting, score in tuning.trials:
+                writer.writerow([learner, *(f"{setting[n]:g}" for n in names), f"{score:.6g}",
+                                 int(setting == tuning.chosen)])
+
+
+def format_table(summaries: list[dict]) -> str:
+    """Markdown table: accuracy (mean ± 95% CI over episodes) at each reported inner step."""
+    if not summaries:
+        return "(no results)"
+    steps = [k[4:] for k in summaries[0] if k.startswith("acc@") and not k.endswith("_ci95")]
+    header = ["dataset", "method", "acc first 25%", "acc last 25%",
+              *[f"acc @{s}" for s in steps], "mean loss"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for s in summaries:
+        cells = [s["dataset"], s["method"]]
+        cells += [f"{100 * s[f'acc_{q}_quarter']:.1f} ± {100 * s[f'acc_{q}_quarter_ci95']:.1f}"
+                  for q in ("first", "last")]
+        cells += [f"{100 * s[f'acc@{k}']:.1f} ± {100 * s[f'acc@{k}_ci95']:.1f}" for k in steps]
+        cells.append(f"{s['mean_loss']:.3f} ± {s['mean_loss_ci95']:.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    s = summaries[0]
+    lines.append("")
+    lines.append(
+        f"Accuracy in % over {s['episodes']} episodes of {s['steps']} online steps (± 95% CI); "
+        f"'@s' averages the predictions at inner steps within ±{WINDOW:.0%} of s, each made "
+        "before its label was seen."
+    )
+    return "\n".join(lines)
+
+
+def write_summary_csv(path: Path, summaries: list[dict]) -> None:
+    if not summaries:
+        return
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(summaries[0]))
+        writer.writeheader()
+        writer.writerows(summaries)
+
+
+def write_curves_csv(path: Path, curves: list[Curves]) -> None:
+    """One row per inner step: accuracy and loss mean and 95% CI for each method."""
+    steps = curves[0].accuracy.shape[1]
+    header = ["step"]
+    for c in curves:
+        header += [f"{c.method} acc", f"{c.method} acc ci95", f"{c.method} loss",
+                   f"{c.method} loss ci95"]
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for t in range(steps):
+            row: list = [t + 1]
+            for c in curves:
+                row += [c.accuracy[:, t].mean(), ci95(c.accuracy[:, t]), c.losses[:, t].mean(),
+                        ci95(c.losses[:, t])]
+            writer.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
+
+
+def plot_steps(steps: int, points: int = 60) -> np.ndarray:
+    """Log-spaced inner steps 1..steps (unique ints) for a log-axis learning curve."""
+    return np.unique(np.round(np.geomspace(1, steps, points)).astype(int))
+
+
+def plot_curves(path: Path, curves: list[Curves]) -> None:
+    """Every method's accuracy against inner step (log axis), shaded 95% CI."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = plot_steps(curves[0].accuracy.shape[1])
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for c in curves:
+        per_step = [c.at_step(int(s)) for s in x]
+        mean = np.array([v.mean() for v in per_step])
+        err = np.array([ci95(v) for v in per_step])
+        ax.plot(x, mean, label=c.method)
+        ax.fill_between(x, np.clip(mean - err, 0, 1), np.clip(mean + err, 0, 1), alpha=0.2)
+    ax.set_xscale("log")
+    ax.set_xlabel("inner step (examples seen)")
+    ax.set_ylabel(f"online accuracy (steps within ±{WINDOW:.0%})")
+    ax.set_title(f"Meta-test on {curves[0].dataset}")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

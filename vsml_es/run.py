@@ -1,0 +1,114 @@
+"""The library API: what each command does, callable from Python (and from a notebook).
+
+Every function here builds its objects once, at the top, and passes them down: the backend
+(in-process or Ray, opened before any data is loaded), the meta-training task, the evaluator.
+The commands in ``vsml_es.commands`` only parse arguments and print what these return.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from vsml_es.backend import open_backend
+from vsml_es.compare import run_compare
+from vsml_es.config import Config
+from vsml_es.errors import Report, UserError
+from vsml_es.evaluator import make_eval_spec
+from vsml_es.experiment import experiment_from_dict, with_overrides
+from vsml_es.export import export_run
+from vsml_es.learners import Params
+from vsml_es.metatest import meta_learned, run_metatest
+from vsml_es.resume import ResumePlan, check_new_run_dir, plan_resume
+from vsml_es.storage.learner_file import read_learner_file
+from vsml_es.tasks import build_task, check_metatest_datasets
+from vsml_es.trainer import Trainer
+
+__all__ = ["TrainResult", "compare", "default_run_dir", "evaluate_file", "export_run",
+           "resume_training", "start_training", "train"]
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    generation: int  # generations completed
+    minutes: float  # meta-training wall time of this call
+    final_fitness: float  # mean population fitness of the last generation
+    params: Params  # the ES mean: the meta-learned parameters
+    summaries: list[dict] | None  # meta-test rows (None when skipped)
+
+
+def default_run_dir(config: Config) -> Path:
+    return Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def train(config: Config, run_dir: Path, *, resume: ResumePlan | None = None,
+          metatest: bool = True, log: Report = print) -> TrainResult:
+    """Meta-train (from scratch, or from a resume plan), then meta-test the mean parameters.
+
+    A stop by SIGTERM/SIGINT raises :class:`~vsml_es.signals.TrainingInterrupted` after the
+    checkpoint is written.
+    """
+    run_dir = Path(run_dir)
+    with open_backend(config.distributed, log) as backend:  # Ray first, then the data
+        task, data = build_task(config.task)
+        if metatest:  # a missing meta-test dataset fails now, not after training
+            check_metatest_datasets(config.task, config.metatest, task.num_features)
+        spec = make_eval_spec(config, task)
+        with backend.evaluator(spec, data) as evaluator:
+            trainer = Trainer(config, run_dir, evaluator=evaluator, spec=spec, data=data)
+            state = trainer.resume_from(resume, log) if resume is not None else None
+            started = time.perf_counter()
+            state = trainer.run(state)
+    minutes = (time.perf_counter() - started) / 60
+    params = trainer.mean_params(state)
+    summaries = None
+    if metatest:
+        summaries = run_metatest([meta_learned(config, params)], config, run_dir / "metatest",
+                                 training=(task, data), num_features=task.num_features)
+    return TrainResult(run_dir, state.generation, minutes,
+                       trainer.last_row.get("fitness_mean", float("nan")), params, summaries)
+
+
+def start_training(config: Config, run_dir: Path | None = None, *, metatest: bool = True,
+                   log: Report = print) -> TrainResult:
+    """A new run in ``run_dir`` (default ``runs/NAME-TIMESTAMP``), never over another run."""
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
+    check_new_run_dir(run_dir)
+    log(f"run directory: {run_dir}")
+    return train(config, run_dir, metatest=metatest, log=log)
+
+
+def resume_training(run_dir: Path, requested: Config | None = None,
+                    overrides: list[str] | tuple[str, ...] = (), *, metatest: bool = True,
+                    log: Report = print) -> TrainResult:
+    """Continue ``run_dir`` from its newest valid checkpoint, with ``requested`` (a config from
+    an experiment file, which must match the run's up to safe keys) or the run's own config
+    with ``overrides``."""
+    plan = plan_resume(run_dir, requested, overrides if requested is None else ())
+    return train(plan.config, Path(run_dir), resume=plan, metatest=metatest, log=log)
+
+
+def evaluate_file(path: Path, datasets: tuple[str, ...] | None = None, steps: int | None = None,
+                  episodes: int | None = None, overrides: list[str] | tuple[str, ...] = (),
+                  out: Path | None = None) -> tuple[list[dict], Path]:
+    """Meta-test the learner in a ``.vsml`` file or a run's ``params.npz``; (rows, out dir)."""
+    params, spec = read_learner_file(path)  # either format, checked
+    for name, value in (("--steps", steps), ("--episodes", episodes)):
+        if value is not None and value <= 0:
+            raise UserError(f"{name} must be positive, got {value}.")
+    if "config" not in spec.info:
+        raise UserError(f"'{path}' holds no run config; was it written by vsml-es?")
+    config = experiment_from_dict(spec.info["config"])
+    if overrides:
+        config = with_overrides(config, overrides)
+    out = Path(out) if out is not None else Path(path).parent / "evaluate"
+    summaries = run_metatest([meta_learned(config, params)], config, out, datasets=datasets,
+                             steps=steps, episodes=episodes, num_features=spec.num_inputs)
+    return summaries, out
+
+
+def compare(config: Config, out: Path, log: Report = print) -> tuple[list[dict], dict]:
+    """Meta-train every ``compare.learners`` entry, meta-test all beside the tuned baselines."""
+    return run_compare(config, out, log)

@@ -1,0 +1,157 @@
+"""The ``.vsml`` learner file: a meta-learned learning algorithm that anyone can load.
+
+One npz file (read with ``allow_pickle=False``): the mean meta-parameters as named arrays plus
+one JSON metadata record (model config, input/output sizes, input preprocessing, training
+provenance, meta-test scores, versions). The format is documented in docs/vsml-file-format.md;
+``FORMAT_VERSION`` changes whenever a reader would have to behave differently. A run's
+``params.npz`` is read the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from vsml_es.config import Config, ModelConfig, PreprocessConfig, config_from_dict
+from vsml_es.errors import ConfigError, LearnerError
+from vsml_es.learners import Learner, build_learner
+from vsml_es.storage.checkpoint import versions
+from vsml_es.storage.params import load_params
+
+FORMAT = "vsml-learner"
+FORMAT_VERSION = 1
+SUFFIX = ".vsml"
+PARAMS_FORMAT = "vsml-es-params"  # a run's params.npz, also loadable as a learner
+
+
+def params_sha256(params: dict[str, Any]) -> str:
+    """Identity of a parameter set: names, dtypes, shapes and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(params):
+        value = np.ascontiguousarray(params[name])
+        digest.update(f"{name}:{value.dtype.str}:{value.shape};".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def learner_file_meta(info: dict[str, Any], params: dict[str, Any], generation: int, source: str,
+                      scores: list[dict[str, Any]], note: str) -> dict[str, Any]:
+    """The metadata record of a ``.vsml`` file, from a run's parameter or checkpoint info."""
+    config = info["config"]
+    task, training, model = config["task"], config["training"], config["model"]
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "learner": model.get("learner", "vsml"),
+        "model": model,
+        "num_inputs": int(info["num_features"]),
+        "num_outputs": int(info["num_outputs"]),
+        "input": {
+            "preprocess": task.get("preprocess", {}),
+            "stats": info.get("input_stats", []),
+            "example_shape": info.get("example_shape"),
+        },
+        "training": {
+            "run_name": config.get("name"),
+            "datasets": list(task.get("mixture") or [task["dataset"]]),
+            "split": task.get("split"),
+            "episode_length": task.get("episode_length"),
+            "permute_labels": task.get("permute_labels"),
+            "fitness": task.get("fitness"),
+            "strategy": training.get("strategy"),
+            "population_size": training.get("population_size"),
+            "seed": training.get("seed"),
+            "generation": generation,
+            "source": source,
+        },
+        "metatest": {"note": note, "summary": scores},
+        "params_sha256": params_sha256(params),
+        "versions": versions(),
+        "config": config,
+    }
+
+
+@dataclass(frozen=True)
+class LearnerFile:
+    """What a learner file says about how to run its parameters."""
+
+    model: ModelConfig
+    num_inputs: int
+    num_outputs: int
+    preprocess: PreprocessConfig  # the meta-training input preprocessing
+    stats: tuple[tuple[str, float, float], ...]  # (dataset, mean, std) behind 'dataset' normalize
+    info: dict[str, Any]  # the file's whole metadata
+    example_shape: tuple[int, ...] | None = None  # a preprocessed training example, unflattened
+
+    @property
+    def learner(self) -> Learner:
+        """The learner that runs these parameters (``model.learner`` with the file's model)."""
+        return build_learner(self.model.learner, Config(model=self.model))
+
+
+def read_learner_file(path: str | Path) -> tuple[dict[str, np.ndarray], LearnerFile]:
+    """Parameters and spec of a ``.vsml`` file or a run's ``params.npz``, checked."""
+    params, meta = load_params(Path(path))
+    kind = meta.get("format")
+    if kind == FORMAT:
+        version = meta.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise LearnerError(
+                f"'{path}' has .vsml format version {version}; this vsml-es reads versions up "
+                f"to {FORMAT_VERSION}. Upgrade vsml-es (pip install -U vsml-es)."
+            )
+        if meta.get("params_sha256") != params_sha256(params):
+            raise LearnerError(f"'{path}' is corrupt: its parameters do not match their SHA-256.")
+        tree = {"model": meta.get("model", {}),
+                "task": {"preprocess": meta.get("input", {}).get("preprocess", {})}}
+        stats = meta.get("input", {}).get("stats", [])
+        example_shape = meta.get("input", {}).get("example_shape")
+    elif kind == PARAMS_FORMAT:
+        tree, stats = meta.get("config", {}), meta.get("input_stats", [])
+        example_shape = meta.get("example_shape")
+    else:
+        raise LearnerError(
+            f"'{path}' is not a vsml-es learner file (format {kind!r}); export one with "
+            "'vsml-es export RUN_DIR -o NAME.vsml'."
+        )
+    try:
+        config = config_from_dict(tree)
+        build_learner(config.model.learner, config)  # a learner this installation knows
+        num_inputs = int(meta.get("num_inputs", meta.get("num_features")))
+        num_outputs = int(meta["num_outputs"])
+    except (ConfigError, KeyError, TypeError, ValueError) as err:
+        raise LearnerError(
+            f"'{path}' has metadata this vsml-es cannot use (written by another version?): {err}"
+        ) from None
+    spec = LearnerFile(
+        model=config.model,
+        num_inputs=num_inputs,
+        num_outputs=num_outputs,
+        preprocess=config.task.preprocess,
+        stats=tuple((s.get("dataset", "?"), float(s["mean"]), float(s["std"])) for s in stats),
+        info=meta,
+        example_shape=tuple(int(d) for d in example_shape) if example_shape else None,
+    )
+    _check_shapes(path, params, spec)
+    return params, spec
+
+
+def _check_shapes(path: str | Path, params: dict[str, np.ndarray], spec: LearnerFile) -> None:
+    expected = jax.eval_shape(
+        lambda: spec.learner.init_params(jax.random.key(0), spec.num_inputs, spec.num_outputs))
+    got = {k: tuple(v.shape) for k, v in params.items()}
+    want = {k: tuple(v.shape) for k, v in expected.items()}
+    if got != want:
+        raise LearnerError(
+            f"'{path}' holds parameters {got} but its model config needs {want}; the file is "
+            "corrupt or was edited."
+        )
+
+
