@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from vsml_es.config import ModelConfig, PreprocessConfig
 from vsml_es.data import DatasetError, dataset_status
 from vsml_es.episodes import episode_keys, population_fitness
+from vsml_es.learners.vsml import VsmlLearner
 from vsml_es.tasks import load_mixture_task, load_task
 from vsml_es.vsml import init_params
 
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         t_data, t_eval = timed_pair(
             lambda task=task, data=data: sample_episodes(seed, gen, ids, data, task),
             lambda task=task, data=data: population_fitness(
-                params, seed, gen, ids, data, task, model, "mean_loss"),
+                params, seed, gen, ids, data, task, VsmlLearner(model), "mean_loss"),
             args.repeats)
         print(f"{label:48s} {args.population / t_data:10.1f} {args.population / t_eval:10.1f} "
               f"{t_data / t_eval:9.2%}")

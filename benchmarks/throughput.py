@@ -53,8 +53,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from vsml_es import reference, vsml
 from vsml_es.config import ModelConfig, TrainingConfig
 from vsml_es.data import ArrayDataset
-from vsml_es.episodes import population_fitness_on, vsml_episode
+from vsml_es.episodes import learner_episode, population_fitness_on
 from vsml_es.evaluator import EvalSpec, evaluate_members, replicated
+from vsml_es.learners.vsml import VsmlLearner
 from vsml_es.tasks import Task, TaskData, load_task, make_task
 
 BYTES_PER_TICK = 4 * 16 * 4  # h and c read and written, 16 floats each
@@ -127,7 +128,8 @@ def single_jit(layer_fn: vsml.LayerFn, task: Task, data: TaskData, model: ModelC
 
     @jax.jit
     def losses(pop: vsml.Params, keys: jax.Array) -> jax.Array:
-        episode = jax.vmap(lambda p, k: vsml_episode(p, k, data, task, model, layer_fn)[0])
+        learner = VsmlLearner(model, layer_fn)
+        episode = jax.vmap(lambda p, k: learner_episode(learner, p, k, data, task)[0])
         return episode(pop, keys).mean(axis=-1)
 
     def run(pop: vsml.Params, ids: np.ndarray) -> np.ndarray:
@@ -253,7 +255,7 @@ def memory_report(size: Size, model: ModelConfig, lengths: tuple[int, ...]) -> N
     for length in lengths:
         task, data = build_task(size, length)
         chunk = size.population // len(devices)
-        fn = population_fitness_on(devices, task, model, "mean_loss")
+        fn = population_fitness_on(devices, task, VsmlLearner(model), "mean_loss")
         pop = population(model, size)
         ids = np.arange(size.population, dtype=np.int32)
         compiled = fn.lower(pop, np.int32(0), np.int32(0), ids, replicated(data, devices)).compile()
@@ -282,7 +284,8 @@ def _rss_child(size_name: str, length: int) -> None:
     size = SIZES[size_name]
     model = ModelConfig(hidden_layers=size.hidden)
     task, data = build_task(size, length)
-    spec = EvalSpec(model, task, "mean_loss", 0, size.population // len(jax.local_devices()))
+    spec = EvalSpec(VsmlLearner(model), task, "mean_loss", 0,
+                    size.population // len(jax.local_devices()))
     evaluate_members(spec, data, population(model, size), 0, np.arange(size.population))
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 
@@ -298,7 +301,7 @@ def bench_size(size: Size, args: argparse.Namespace, limit: float) -> None:
     # The config's default chunk, but small enough that every device gets one.
     chunk = args.chunk or min(TrainingConfig().eval_chunk,
                               max(1, size.population // len(devices)))
-    spec = EvalSpec(model, task, "mean_loss", 0, chunk)
+    spec = EvalSpec(VsmlLearner(model), task, "mean_loss", 0, chunk)
     pop = population(model, size)
     ids = np.arange(size.population, dtype=np.int32)
     ticks = connection_ticks(size, model, length)

@@ -23,14 +23,14 @@ import numpy as np
 import pytest
 
 from vsml_es import cli
-from vsml_es.checkpoint import (
+from vsml_es.signals import GenerationAbandoned, StopSignals
+from vsml_es.storage.checkpoint import (
     CHECKPOINTS,
     MANIFEST,
     checkpoint_dirs,
     latest_checkpoint,
     read_checkpoint,
 )
-from vsml_es.signals import GenerationAbandoned, StopSignals
 
 EXPERIMENT = str(Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml")
 GENERATIONS = 16

@@ -14,7 +14,7 @@ import pytest
 from vsml_es import tasks
 from vsml_es.cli import main
 from vsml_es.compare import run_compare
-from vsml_es.config import load_config
+from vsml_es.experiment import load_experiment
 from vsml_es.metatest import TUNING_SEED_OFFSET, eval_keys, tune_baselines
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -32,11 +32,12 @@ def test_learning_rate_search_sees_only_meta_training_data(monkeypatch, tiny_ove
 
     monkeypatch.setattr(tasks, "load_dataset", spy)
     base = [*tiny_overrides, "metatest.baselines=[sgd, adam]"]
-    tuned = tune_baselines(load_config(QUICKSTART, [*base, "metatest.datasets=[digits:test]"]), 12)
+    config = load_experiment(QUICKSTART, [*base, "metatest.datasets=[digits:test]"])
+    tuned = tune_baselines(config, *tasks.build_task(config.task), 12)
     assert seen and set(seen) == {("digits", "train")}, seen
     # Whatever the meta-test datasets are, the search and its outcome are the same.
-    other = load_config(QUICKSTART, [*base, "metatest.datasets=[mnist1d:test, random:test]"])
-    assert tune_baselines(other, 12) == tuned
+    other = load_experiment(QUICKSTART, [*base, "metatest.datasets=[mnist1d:test, random:test]"])
+    assert tune_baselines(other, *tasks.build_task(other.task), 12) == tuned
     assert set(seen) == {("digits", "train")}
     # And its streams are not the evaluation streams (its own seed offset).
     assert TUNING_SEED_OFFSET != 0
@@ -80,13 +81,14 @@ def test_short_compare_run_writes_table_csvs_and_plots(tmp_path, tiny_overrides,
     timing = json.loads((out / "timing.json").read_text())
     assert not timing["vsml"]["reused"] and (out / "train_fwm" / "params.npz").is_file()
     # Per-learner ES settings reach that learner's run only.
-    fwm_run, vsml_run = (load_config(out / f"train_{n}" / "config.yaml") for n in ("fwm", "vsml"))
+    fwm_run, vsml_run = (load_experiment(out / f"train_{n}" / "config.yaml")
+                         for n in ("fwm", "vsml"))
     assert (fwm_run.training.sigma, fwm_run.training.learning_rate) == (0.2, 0.01)
-    assert vsml_run.training.sigma == load_config(QUICKSTART, tiny_overrides).training.sigma
+    assert vsml_run.training.sigma == load_experiment(QUICKSTART, tiny_overrides).training.sigma
     assert "fwm (" in printed and "sigma 0.2 lr 0.01" in printed
 
     # A re-run reuses the finished meta-training and reproduces the same numbers.
-    config = load_config(QUICKSTART, overrides)
+    config = load_experiment(QUICKSTART, overrides)
     summaries, timing = run_compare(config, out, log=lambda message: None)
     assert timing["vsml"]["reused"] and timing["fwm"]["reused"]
     assert (mt / "table.md").read_text() == table
@@ -124,14 +126,14 @@ def test_per_learner_es_settings_are_checked_up_front(tmp_path, capsys, setting,
 @pytest.mark.parametrize("path", sorted(EXPERIMENTS.glob("paper_*.yaml"))
                          + [EXPERIMENTS / "cpu_generalization.yaml"], ids=lambda p: p.name)
 def test_shipped_compare_experiments_validate(path):
-    config = load_config(path)
+    config = load_experiment(path)
     assert config.compare.learners and config.metatest.baselines
 
 
 def test_cpu_generalization_mixture_matches_the_meta_test_input_size():
     from vsml_es.evaluator import build_eval_spec
 
-    config = load_config(EXPERIMENTS / "cpu_generalization.yaml")
+    config = load_experiment(EXPERIMENTS / "cpu_generalization.yaml")
     assert "fashion_mnist" not in " ".join(config.task.mixture)  # unseen in meta-training
     spec, _ = build_eval_spec(config)
     assert spec.task.num_features == 64

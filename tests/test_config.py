@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from vsml_es.cli import main
-from vsml_es.config import ConfigError, load_config
+from vsml_es.errors import ConfigError
+from vsml_es.experiment import load_experiment
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
 
@@ -56,19 +57,19 @@ def test_bad_yaml_and_bad_section(tmp_path: Path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("training: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
-        load_config(bad)
+        load_experiment(bad)
     bad.write_text("training: 5\n")
     with pytest.raises(ConfigError, match="'training' must be a mapping"):
-        load_config(bad)
+        load_experiment(bad)
 
 
 def test_override_without_equals_sign():
     with pytest.raises(ConfigError, match="KEY=VALUE"):
-        load_config(QUICKSTART, ["training.population_size"])
+        load_experiment(QUICKSTART, ["training.population_size"])
 
 
 def test_yaml_then_overrides_then_types():
-    config = load_config(QUICKSTART, ["training.sigma=1", "model.hidden_layers=[8, 4]"])
+    config = load_experiment(QUICKSTART, ["training.sigma=1", "model.hidden_layers=[8, 4]"])
     assert config.training.sigma == 1.0 and isinstance(config.training.sigma, float)
     assert config.model.hidden_layers == (8, 4)
     assert config.training.population_size == 64  # from the YAML file
@@ -76,11 +77,11 @@ def test_yaml_then_overrides_then_types():
 
 
 def test_odd_population_fine_for_non_antithetic_strategy():
-    config = load_config(None, ["training.strategy=SNES", "training.population_size=7"])
+    config = load_experiment(None, ["training.strategy=SNES", "training.population_size=7"])
     assert config.training.population_size == 7
 
 
 def test_pair_rank_shaping_needs_a_mirrored_strategy():
     with pytest.raises(ConfigError, match="does not sample mirrored pairs"):
-        load_config(None, ["training.strategy=SNES", "training.fitness_shaping=pair_rank"])
-    assert load_config(QUICKSTART, ["training.fitness_shaping=pair_rank"])
+        load_experiment(None, ["training.strategy=SNES", "training.fitness_shaping=pair_rank"])
+    assert load_experiment(QUICKSTART, ["training.fitness_shaping=pair_rank"])

@@ -9,7 +9,8 @@ import pytest
 
 from vsml_es import reference, vsml
 from vsml_es.config import ModelConfig
-from vsml_es.episodes import vsml_episode
+from vsml_es.episodes import learner_episode
+from vsml_es.learners.vsml import VsmlLearner
 from vsml_es.tasks import load_task
 
 
@@ -47,9 +48,9 @@ def test_episode_fast_path_matches_reference(hidden, backward_pass, feed_label) 
     task, data = load_task("digits", "train", 12, 10)
     params = random_params(jax.random.key(4), model)
     key = jax.random.key(5)
-    fast_loss, fast_acc = vsml_episode(params, key, data, task, model)
-    slow_loss, slow_acc = vsml_episode(
-        params, key, data, task, model, reference.layer_ticks_reference
+    fast_loss, fast_acc = learner_episode(VsmlLearner(model), params, key, data, task)
+    slow_loss, slow_acc = learner_episode(
+        VsmlLearner(model, reference.layer_ticks_reference), params, key, data, task
     )
     np.testing.assert_allclose(fast_loss, slow_loss, atol=1e-5, rtol=1e-5)
     np.testing.assert_array_equal(fast_acc, slow_acc)

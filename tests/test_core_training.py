@@ -9,9 +9,9 @@ import jax
 import numpy as np
 
 from vsml_es.cli import main
-from vsml_es.config import load_config
 from vsml_es.es import pair_rank_fitness_shaping_fn, sanitize_fitness
 from vsml_es.evaluator import Evaluation, LocalEvaluator, build_eval_spec, slice_members
+from vsml_es.experiment import load_experiment
 from vsml_es.trainer import Trainer
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
@@ -26,7 +26,7 @@ def population(trainer: Trainer, generation: int = 0):
 
 
 def test_same_seed_same_fitness_bit_for_bit(tiny_overrides, tmp_path):
-    config = load_config(QUICKSTART, tiny_overrides)
+    config = load_experiment(QUICKSTART, tiny_overrides)
     a = Trainer(config, tmp_path / "a")
     b = Trainer(config, tmp_path / "b")
     pop = population(a)
@@ -40,7 +40,7 @@ def test_same_seed_same_fitness_bit_for_bit(tiny_overrides, tmp_path):
 
 
 def test_antithetic_pairs_share_episode_data(tiny_overrides, tmp_path):
-    config = load_config(QUICKSTART, tiny_overrides)
+    config = load_experiment(QUICKSTART, tiny_overrides)
     trainer = Trainer(config, tmp_path)
     assert trainer.strategy.mirrored
     p = config.training.population_size
@@ -57,7 +57,7 @@ def test_antithetic_pairs_share_episode_data(tiny_overrides, tmp_path):
 
 
 def test_fitness_independent_of_sharding(tiny_overrides, tmp_path):
-    config = load_config(QUICKSTART, tiny_overrides)
+    config = load_experiment(QUICKSTART, tiny_overrides)
     spec, data = build_eval_spec(config)
     evaluator = LocalEvaluator(spec, data)
     trainer = Trainer(config, tmp_path, spec=spec, data=data)
@@ -89,7 +89,7 @@ class NaNInjectingEvaluator(LocalEvaluator):
 
 
 def test_training_survives_nan_fitness(tiny_overrides, tmp_path, capsys):
-    config = load_config(QUICKSTART, tiny_overrides)
+    config = load_experiment(QUICKSTART, tiny_overrides)
     spec, data = build_eval_spec(config)
     trainer = Trainer(config, tmp_path, evaluator=NaNInjectingEvaluator(spec, data))
     state = trainer.run(progress=False)

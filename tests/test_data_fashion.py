@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vsml_es.config import load_config
 from vsml_es.data import DatasetError, load_dataset, prepare_dataset, tfds_store
 from vsml_es.data.fetch import verify_bytes
 from vsml_es.data.sources import FASHION_MNIST
+from vsml_es.experiment import load_experiment
 from vsml_es.tasks import check_metatest_datasets, load_task
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
@@ -126,9 +126,9 @@ def test_fashion_files_offered_as_mnist_are_named(tmp_path):
 def test_quickstart_meta_tests_fashion_mnist_at_the_trained_input_size(prepared):
     """The quickstart's meta-test datasets load through the same preprocessing path."""
     data_dir, _ = prepared
-    config = load_config(QUICKSTART, [f"task.data_dir={data_dir}"])
+    config = load_experiment(QUICKSTART, [f"task.data_dir={data_dir}"])
     assert "fashion_mnist:test" in config.metatest.datasets
-    check_metatest_datasets(config)  # raises if a dataset is missing or misfits
+    check_metatest_datasets(config.task, config.metatest, 64)  # raises if missing or misfit
     t, mt = config.task, config.metatest
     task, data = load_task("fashion_mnist:test", "test", 5, t.num_classes, True, t.data_dir,
                            num_features=64, preprocess=mt.preprocess)

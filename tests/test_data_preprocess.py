@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 
 from vsml_es import preprocess as pre
-from vsml_es.config import ConfigError, PreprocessConfig, load_config
+from vsml_es.config import PreprocessConfig
 from vsml_es.data import ArrayDataset, DatasetError
 from vsml_es.episodes import online_episode
+from vsml_es.errors import ConfigError
+from vsml_es.experiment import load_experiment
 from vsml_es.tasks import build_task, load_mixture_task, load_task, make_task
 
 
@@ -176,19 +178,19 @@ def test_mixture_of_different_input_sizes_is_refused():
 
 def test_config_rejects_bad_preprocessing_values():
     with pytest.raises(ConfigError, match="'task.preprocess.projection' is 'random'"):
-        load_config(None, ["task.preprocess.projection=random"])
+        load_experiment(None, ["task.preprocess.projection=random"])
     with pytest.raises(ConfigError, match="'metatest.preprocess.shuffle_fraction' must be"):
-        load_config(None, ["metatest.preprocess.shuffle_fraction=1.5"])
+        load_experiment(None, ["metatest.preprocess.shuffle_fraction=1.5"])
     with pytest.raises(ConfigError, match="'task.preprocess.resize' must be"):
-        load_config(None, ["task.preprocess.resize=[8]"])
+        load_experiment(None, ["task.preprocess.resize=[8]"])
     with pytest.raises(ConfigError, match="'task.mixture_weights' has 1 entries for 2"):
-        load_config(None, ["task.mixture=[digits, random]", "task.mixture_weights=[1]"])
+        load_experiment(None, ["task.mixture=[digits, random]", "task.mixture_weights=[1]"])
     with pytest.raises(ConfigError, match="'task.preprocess.classes' needs at least two"):
-        load_config(None, ["task.preprocess.classes=[3]"])
+        load_experiment(None, ["task.preprocess.classes=[3]"])
 
 
 def test_build_task_follows_the_config():
-    config = load_config(None, ["task.dataset=random", "task.preprocess.resize=[8,8]",
+    config = load_experiment(None, ["task.dataset=random", "task.preprocess.resize=[8,8]",
                                 "task.preprocess.pad_to=[9,9,1]"])
     task, _ = build_task(config.task)
     assert task.num_features == 81 and task.name == "random:train"

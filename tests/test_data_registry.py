@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from vsml_es.cli import main
-from vsml_es.config import load_config
 from vsml_es.data import (
     DatasetError,
     builtin,
@@ -21,6 +20,7 @@ from vsml_es.data import (
     load_dataset,
     prepare_dataset,
 )
+from vsml_es.experiment import load_experiment
 from vsml_es.tasks import check_metatest_datasets
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
@@ -143,7 +143,7 @@ def test_cli_prepare_errors_exit_2_with_a_message(tmp_path, capsys):
 
 
 def test_training_refuses_to_start_without_its_meta_test_data(tmp_path):
-    config = load_config(QUICKSTART, [f"task.data_dir={tmp_path}"])
+    config = load_experiment(QUICKSTART, [f"task.data_dir={tmp_path}"])
     with pytest.raises(DatasetError, match="'fashion_mnist' is not prepared") as err:
-        check_metatest_datasets(config)
+        check_metatest_datasets(config.task, config.metatest, 64)
     assert f"vsml-es data prepare fashion_mnist --data-dir {tmp_path}" in str(err.value)

@@ -30,10 +30,10 @@ import psutil  # noqa: E402
 import pytest  # noqa: E402
 
 from vsml_es import cli, distributed  # noqa: E402
-from vsml_es.config import load_config  # noqa: E402
 from vsml_es.distributed import ClusterError, RayEvaluator, WorkerError, plan_shards  # noqa: E402
 from vsml_es.evaluator import build_eval_spec  # noqa: E402
-from vsml_es.params_io import load_params  # noqa: E402
+from vsml_es.experiment import load_experiment  # noqa: E402
+from vsml_es.storage.params import load_params  # noqa: E402
 from vsml_es.trainer import Trainer  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -169,6 +169,30 @@ def test_two_node_cluster_through_cli_gives_in_process_params(
     assert_same_params(tmp_path, reference)
 
 
+def test_compare_runs_on_ray_embedded_or_cluster_with_in_process_results(
+    cluster: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``compare`` evaluates on the embedded Ray by default and on a cluster with
+    --ray-address, and its table is the in-process one, number for number."""
+    compare = ["compare", EXPERIMENT, *sets(["compare.learners=[vsml, hebbian]",
+                                             "metatest.baselines=[sgd]", "metatest.steps=12",
+                                             "metatest.episodes=4", "training.generations=2",
+                                             "metatest.sgd_tuning_episodes=2",
+                                             "metatest.datasets=[digits:test]"])]
+    tables = {}
+    for name, flags in (("local", ["--workers", "0"]), ("embedded", []),
+                        ("cluster", ["--ray-address", cluster, "--workers", "2"])):
+        assert cli.main([*compare, "--out", str(tmp_path / name), *flags]) == 0
+        printed = capsys.readouterr().out
+        if name == "local":
+            assert "Ray worker" not in printed
+        else:  # one line per meta-learner: each trained on Ray actors
+            where = "2 Ray worker(s) on 2 node(s)" if name == "cluster" else "private Ray"
+            assert printed.count("evaluating on") == 2 and where in printed, printed
+        tables[name] = (tmp_path / name / "metatest" / "table.md").read_text()
+    assert tables["embedded"] == tables["local"] == tables["cluster"]
+
+
 class _KillOnce(RayEvaluator):
     """SIGKILLs the worker process that was just sent a shard of generation 1."""
 
@@ -189,7 +213,7 @@ def test_sigkill_of_a_worker_mid_generation_changes_nothing(
     cluster: str, reference: dict[str, np.ndarray], tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    config = load_config(EXPERIMENT, [*TINY, f"distributed.address={cluster}",
+    config = load_experiment(EXPERIMENT, [*TINY, f"distributed.address={cluster}",
                                       "distributed.workers=2"])
     with distributed.ray_session(config.distributed):
         spec, data = build_eval_spec(config)
@@ -210,7 +234,7 @@ def test_sigkill_of_a_worker_mid_generation_changes_nothing(
 def test_a_shard_failing_on_every_try_stops_the_run_after_bounded_retries(
     cluster: str, tmp_path: Path
 ) -> None:
-    config = load_config(EXPERIMENT, [*TINY, f"distributed.address={cluster}",
+    config = load_experiment(EXPERIMENT, [*TINY, f"distributed.address={cluster}",
                                       "distributed.workers=1", "distributed.max_retries=1",
                                       "distributed.shard_timeout_s=0.2"])
     with distributed.ray_session(config.distributed):
@@ -225,7 +249,7 @@ def test_a_shard_failing_on_every_try_stops_the_run_after_bounded_retries(
 
 
 def test_more_gpus_than_the_cluster_has_is_reported_not_waited_for(cluster: str) -> None:
-    config = load_config(EXPERIMENT, [*TINY, f"distributed.address={cluster}",
+    config = load_experiment(EXPERIMENT, [*TINY, f"distributed.address={cluster}",
                                       "distributed.gpus_per_worker=1",
                                       "distributed.startup_timeout_s=1"])
     started = time.monotonic()

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from vsml_es import episodes, host_devices, vsml
-from vsml_es.config import ModelConfig, load_config
+from vsml_es.config import ModelConfig
 from vsml_es.evaluator import LocalEvaluator, build_eval_spec, evaluate_members
+from vsml_es.experiment import load_experiment
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
 
@@ -44,7 +45,7 @@ def _population(config, n: int) -> dict:
 @pytest.mark.skipif(len(jax.local_devices()) < 2, reason="needs 2 devices (a 2-core machine)")
 def test_fitness_same_bits_on_one_or_several_devices(tiny_overrides) -> None:
     # 3 chunks over 2 devices: a full group of 2 and a remainder of 1 (smaller mesh)
-    config = load_config(QUICKSTART, [*tiny_overrides, "training.eval_chunk=3"])
+    config = load_experiment(QUICKSTART, [*tiny_overrides, "training.eval_chunk=3"])
     spec, data = build_eval_spec(config)
     pop = _population(config, 8)
     ids = np.arange(8) // 2  # antithetic pairs share episodes
@@ -59,9 +60,9 @@ def test_fitness_same_bits_on_one_or_several_devices(tiny_overrides) -> None:
 _CHILD = """
 import json, sys
 import jax, numpy as np
-from vsml_es.config import load_config
+from vsml_es.experiment import load_experiment
 from vsml_es.evaluator import build_eval_spec, evaluate_members
-config = load_config(sys.argv[1], json.loads(sys.argv[2]))
+config = load_experiment(sys.argv[1], json.loads(sys.argv[2]))
 spec, data = build_eval_spec(config)
 pop = dict(np.load(sys.argv[3]))
 f = evaluate_members(spec, data, pop, 1, np.arange(6) // 2).fitness
@@ -72,7 +73,7 @@ print(json.dumps({"devices": len(jax.local_devices()), "bits": f.view(np.uint32)
 def test_fitness_same_bits_whatever_the_host_device_count(tiny_overrides, tmp_path) -> None:
     """Ray workers and resumed runs may split the CPU differently: same bits regardless.
     Three chunks: on two devices a full group of two and a remainder on a smaller mesh."""
-    config = load_config(QUICKSTART, [*tiny_overrides, "training.eval_chunk=2"])
+    config = load_experiment(QUICKSTART, [*tiny_overrides, "training.eval_chunk=2"])
     np.savez(tmp_path / "pop.npz", **_population(config, 6))
     results = []
     for count in ("1", "2"):
@@ -121,7 +122,7 @@ def test_no_recompilation_between_generations_or_after_resume(
     # Start cold: other tests in this process may already have compiled the same shapes.
     jax.clear_caches()
     episodes.population_fitness_on.cache_clear()
-    config = load_config(QUICKSTART, tiny_overrides)
+    config = load_experiment(QUICKSTART, tiny_overrides)
     spec, data = build_eval_spec(config)
     evaluator = LocalEvaluator(spec, data)
     pop = _population(config, config.training.population_size)

@@ -18,11 +18,13 @@ from sklearn.preprocessing import StandardScaler
 
 import vsml_es
 from vsml_es import cli
-from vsml_es.config import config_from_dict
-from vsml_es.export import FORMAT_VERSION
-from vsml_es.learner import LearnerError, LearnerSpec, OnlineClassifier, read_learner
+from vsml_es.classifier import OnlineClassifier
+from vsml_es.errors import LearnerError
+from vsml_es.experiment import experiment_from_dict
 from vsml_es.metatest import eval_keys
-from vsml_es.params_io import load_params, save_params
+from vsml_es.storage.learner_file import FORMAT_VERSION, LearnerFile
+from vsml_es.storage.learner_file import read_learner_file as read_learner
+from vsml_es.storage.params import load_params, save_params
 from vsml_es.tasks import load_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,7 +95,7 @@ def test_export_writes_a_documented_pickle_free_file(vsml_file: Path, run_dir: P
     assert names == {"lstm_w", "lstm_b", "fwd_w", "fwd_b", "bwd_w", "bwd_b", "__meta_json__"}
     assert meta["format"] == "vsml-learner" and meta["format_version"] == FORMAT_VERSION
     assert meta["learner"] == "vsml"
-    config = config_from_dict(meta["config"])
+    config = experiment_from_dict(meta["config"])
     assert meta["model"]["state_size"] == config.model.state_size == 16
     assert (meta["num_inputs"], meta["num_outputs"]) == (64, 10)
     assert meta["input"]["preprocess"]["normalize"] == "dataset"
@@ -140,7 +142,7 @@ def test_export_choices_and_errors(run_dir: Path, tmp_path: Path,
 
 def test_learner_reproduces_the_runs_metatest(vsml_file: Path, run_dir: Path) -> None:
     clf = vsml_es.load_learner(vsml_file)
-    config = config_from_dict(clf.info["config"])
+    config = experiment_from_dict(clf.info["config"])
     task, data = load_task("digits:test", "test", STEPS, 10, True, None, 64,
                            preprocess=config.metatest.preprocess)
     correct = []
@@ -316,7 +318,7 @@ def test_learner_input_errors(vsml_file: Path) -> None:
 
 def test_dataset_normalize_needs_one_training_dataset(vsml_file: Path) -> None:
     params, spec = read_learner(vsml_file)
-    mixture = LearnerSpec(spec.model, spec.num_inputs, spec.num_outputs, spec.preprocess,
+    mixture = LearnerFile(spec.model, spec.num_inputs, spec.num_outputs, spec.preprocess,
                           (("digits:train", 1.0, 2.0), ("mnist1d:train", 0.0, 1.0)), spec.info)
     with pytest.raises(LearnerError, match="normalize='dataset' needs the statistics of one"):
         OnlineClassifier(params, mixture)
@@ -331,7 +333,7 @@ def test_learner_file_errors(vsml_file: Path, tmp_path: Path) -> None:
     save_params(tampered, {**params, "lstm_b": params["lstm_b"] + 1}, meta)
     reshaped = tmp_path / "reshaped.vsml"
     bad = {**params, "lstm_b": np.zeros(3, np.float32)}
-    from vsml_es.export import params_sha256
+    from vsml_es.storage.learner_file import params_sha256
 
     save_params(reshaped, bad, {**meta, "params_sha256": params_sha256(bad)})
     other = tmp_path / "other.vsml"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from test_baselines import clusters  # tests/ is on sys.path under pytest
+from test_learners import clusters  # tests/ is on sys.path under pytest
 
 from vsml_es.config import load_config
 from vsml_es.evaluator import EvalSpec
-from vsml_es.metatest import learner_curves
+from vsml_es.learners import build_learner
+from vsml_es.metatest import Contender, learner_curves
 from vsml_es.tasks import make_task
 from vsml_es.trainer import Trainer
 
@@ -22,10 +23,12 @@ def test_meta_rnn_learns_after_meta_training_through_the_trainer(tmp_path) -> No
         "training.learning_rate=0.05", "training.fitness_shaping=centered_rank",
         "training.eval_chunk=64", "logging.progress=false",
     ])
-    spec = EvalSpec(config.model, task, "mean_loss", 0, 64)
+    learner = build_learner("meta_rnn", config)
+    spec = EvalSpec(learner, task, "mean_loss", 0, 64)
     trainer = Trainer(config, tmp_path, spec=spec, data=data)
     state = trainer.run(progress=False)
-    curves = learner_curves(trainer.mean_params(state), config.model, task, data, 64, seed=99)
+    curves = learner_curves(Contender("Meta-RNN", learner, trainer.mean_params(state)), task,
+                            data, 64, seed=99)
     first_steps = curves.accuracy[:, :3].mean()
     last = curves.accuracy[:, -7:].mean()
     assert last > 0.7 and last > first_steps + 0.1, (first_steps, last)

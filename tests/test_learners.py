@@ -1,4 +1,4 @@
-"""Baselines: each one learns within an episode, and SGD/Adam equal a plain optax loop."""
+"""Learners: each one learns within an episode, and SGD/Adam equal a plain optax loop."""
 
 from __future__ import annotations
 
@@ -8,12 +8,16 @@ import numpy as np
 import optax
 import pytest
 
-from vsml_es.baselines.sgd import GRADIENT_BASELINES, baseline_learner, init_mlp
-from vsml_es.config import ConfigError, load_config
+from vsml_es.config import Config, load_config
 from vsml_es.data import ArrayDataset
 from vsml_es.episodes import online_episode
-from vsml_es.learners import LEARNERS, init_learner_params, make_learner
+from vsml_es.errors import ConfigError
+from vsml_es.experiment import load_experiment
+from vsml_es.learners import LEARNERS, build_learner
+from vsml_es.learners.gradient import GradientLearner, init_mlp
 from vsml_es.tasks import make_task
+
+GRADIENT = sorted(name for name, entry in LEARNERS.items() if not entry.meta_learned)
 
 
 def clusters(num_classes: int, features: int = 8, n: int = 2000, minority: float | None = None,
@@ -48,18 +52,19 @@ def test_fast_weight_learners_learn_from_their_initial_parameters(name: str) -> 
     # Labels are permuted per episode: anything above chance late in the episode was learned
     # inside it.
     task, data = make_task(clusters(4), 60, 4, permute_labels=True)
-    model = load_config(None, [f"model.learner={name}", "model.baseline_hidden=32"]).model
-    params = init_learner_params(jax.random.key(0), model, task.num_features, task.num_outputs)
-    first, last = rise(run_learner(*make_learner(params, model, task), task, data))
+    learner = build_learner(name, load_config(None, ["model.baseline_hidden=32"]))
+    params = learner.init_params(jax.random.key(0), task.num_features, task.num_outputs)
+    first, last = rise(run_learner(*learner.make(params, task.num_features, 4), task, data))
     assert last > 0.8 and last > first + 0.3, (first, last)
 
 
-@pytest.mark.parametrize("name", sorted(GRADIENT_BASELINES))
+@pytest.mark.parametrize("name", GRADIENT)
 def test_gradient_baselines_learn(name: str) -> None:
     task, data = make_task(clusters(4), 60, 4, permute_labels=True)
-    lr = 0.03 if GRADIENT_BASELINES[name].optimizer == "sgd" else 0.01
-    learner = baseline_learner(GRADIENT_BASELINES[name], lr, task.num_features, 4, 32)
-    first, last = rise(run_learner(*learner, task, data))
+    learner = build_learner(name, load_config(None, ["metatest.mlp_hidden=32"]))
+    lr = 0.03 if learner.optimizer == "sgd" else 0.01
+    fns = learner.make({"learning_rate": jnp.float32(lr)}, task.num_features, 4)
+    first, last = rise(run_learner(*fns, task, data))
     assert last > 0.8 and last > first + 0.3, (first, last)
 
 
@@ -84,12 +89,13 @@ def reference_logits(optimizer: optax.GradientTransformation, params, xs, ys) ->
     return np.stack(out)
 
 
-@pytest.mark.parametrize("name", sorted(GRADIENT_BASELINES))
+@pytest.mark.parametrize("name", GRADIENT)
 def test_gradient_baselines_match_plain_optax_loop(name: str) -> None:
-    baseline = GRADIENT_BASELINES[name]
+    baseline = build_learner(name, load_config(None, ["metatest.mlp_hidden=7"]))
+    assert isinstance(baseline, GradientLearner)
     task, data = make_task(clusters(3, features=5), 15, 3, permute_labels=True)
     lr, hidden = 0.05, 7
-    init, step = baseline_learner(baseline, lr, task.num_features, 3, hidden)
+    init, step = baseline.make({"learning_rate": lr}, task.num_features, 3)
     key = jax.random.key(11)
     k_spec, k_learner = jax.random.split(key)  # as online_episode splits it
     spec = task.episode(k_spec)
@@ -114,10 +120,12 @@ def test_gradient_baselines_match_plain_optax_loop(name: str) -> None:
 
 def test_every_baseline_meta_learner_has_task_sized_flat_params() -> None:
     # Flat dicts of arrays: what ES, the npz parameter files and checkpoints handle.
-    for name in sorted(set(LEARNERS) - {"vsml"}):  # VSML's sizes: tests/test_core_network.py
-        model = load_config(None, [f"model.learner={name}"]).model
-        small = init_learner_params(jax.random.key(0), model, 12, 5)
-        large = init_learner_params(jax.random.key(0), model, 30, 5)
+    meta = [name for name, entry in LEARNERS.items() if entry.meta_learned]
+    assert set(meta) >= {"vsml", "hebbian", "meta_rnn", "fwm"}
+    for name in sorted(set(meta) - {"vsml"}):  # VSML's sizes: tests/test_core_network.py
+        learner = build_learner(name, Config())
+        small = learner.init_params(jax.random.key(0), 12, 5)
+        large = learner.init_params(jax.random.key(0), 30, 5)
         assert isinstance(small, dict) and set(small) == set(large)
         assert all(isinstance(v, jax.Array) for v in small.values())
         assert sum(v.size for v in large.values()) > sum(v.size for v in small.values())
@@ -125,10 +133,15 @@ def test_every_baseline_meta_learner_has_task_sized_flat_params() -> None:
 
 def test_unknown_learner_and_baseline_names_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="Did you mean 'meta_rnn'"):
-        load_config(None, ["model.learner=metarnn"])
+        load_experiment(None, ["model.learner=metarnn"])
     with pytest.raises(ConfigError, match=r"metatest.baselines\[1\].*adam_mlp"):
-        load_config(None, ["metatest.baselines=[sgd, adam_mpl]"])
+        load_experiment(None, ["metatest.baselines=[sgd, adam_mpl]"])
     with pytest.raises(ConfigError, match="compare.learners"):
-        load_config(None, ["compare.learners=[vsml, hebian]"])
+        load_experiment(None, ["compare.learners=[vsml, hebian]"])
     with pytest.raises(ConfigError, match="adam_learning_rates"):
-        load_config(None, ["metatest.adam_learning_rates=[0.01, -1]"])
+        load_experiment(None, ["metatest.adam_learning_rates=[0.01, -1]"])
+    # A tuned learner cannot be meta-learned, nor a meta-learner tuned.
+    with pytest.raises(ConfigError, match="model.learner"):
+        load_experiment(None, ["model.learner=sgd"])
+    with pytest.raises(ConfigError, match=r"metatest.baselines\[0\]"):
+        load_experiment(None, ["metatest.baselines=[vsml]"])
