@@ -139,7 +139,7 @@ def test_cpu_generalization_mixture_matches_the_meta_test_input_size():
     assert spec.task.num_features == 64
     for ref in config.metatest.datasets:
         name, split = tasks.parse_dataset_ref(ref, "test")
-        from vsml_es.data.registry import DatasetError, dataset_status, prepare_dataset
+        from vsml_es.data import DatasetError, dataset_status, prepare_dataset
 
         if not dataset_status(name).available:
             try:  # offline, from local source files (Debian's dataset-fashion-mnist in CI)

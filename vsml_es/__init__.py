@@ -1,8 +1,7 @@
 """vsml-es: meta-learn learning algorithms with VSML and evolution strategies."""
 
 from vsml_es import host_devices as _host_devices
-
-__version__ = "0.1.0"
+from vsml_es.version import __version__
 
 # One XLA host device per core, before JAX starts (VSML_ES_CPU_DEVICES=1 opts out).
 _host_devices.configure()

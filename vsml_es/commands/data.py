@@ -5,8 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vsml_es.data import dataset_names, dataset_status, get_spec, prepare_dataset
-from vsml_es.data.registry import DATA_DIR_ENV, resolve_data_dir
+from vsml_es.data import (
+    DATA_DIR_ENV,
+    dataset_names,
+    dataset_status,
+    get_spec,
+    prepare_dataset,
+    resolve_data_dir,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

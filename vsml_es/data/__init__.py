@@ -9,20 +9,25 @@ are made available offline with :func:`prepare_dataset` (``vsml-es data prepare`
 
 from __future__ import annotations
 
-from vsml_es.data.registry import (
-    ArrayDataset,
-    DatasetError,
-    DatasetSpec,
-    DatasetStatus,
+from vsml_es.data.catalog import (
     dataset_names,
     dataset_status,
-    default_data_dir,
     get_spec,
     load_dataset,
     prepare_dataset,
 )
+from vsml_es.data.registry import (
+    DATA_DIR_ENV,
+    ArrayDataset,
+    DatasetSpec,
+    DatasetStatus,
+    default_data_dir,
+    resolve_data_dir,
+)
+from vsml_es.errors import DatasetError
 
 __all__ = [
+    "DATA_DIR_ENV",
     "ArrayDataset",
     "DatasetError",
     "DatasetSpec",
@@ -33,4 +38,5 @@ __all__ = [
     "get_spec",
     "load_dataset",
     "prepare_dataset",
+    "resolve_data_dir",
 ]

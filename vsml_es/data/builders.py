@@ -16,8 +16,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tqdm.auto import tqdm
 
-from vsml_es.data.registry import DatasetError
 from vsml_es.data.sources import IdxSpec
+from vsml_es.errors import DatasetError
 
 BUILD_VERSION = "1.0.0"
 Arrays = dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (images [N,H,W,C], labels [N])

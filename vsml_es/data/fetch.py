@@ -19,8 +19,9 @@ from tqdm.auto import tqdm
 
 from vsml_es.data.idx import parse_idx
 from vsml_es.data.network import NetworkUnavailable, check_reachable
-from vsml_es.data.registry import DatasetError, prepare_command
+from vsml_es.data.registry import prepare_command
 from vsml_es.data.sources import IdxSpec, SourceFile, identify
+from vsml_es.errors import DatasetError
 
 _CHUNK = 1 << 22
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vsml_es.data.registry import DatasetError
+from vsml_es.errors import DatasetError
 
 _UBYTE = 0x08  # the only element type the MNIST family uses
 

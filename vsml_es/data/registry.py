@@ -1,12 +1,13 @@
-"""Name → dataset registry. One call loads a split as numpy arrays; one call prepares it.
+"""The dataset registry's types and table: what a dataset provider registers.
 
 Each dataset registers a loader plus static metadata (classes, example shape, splits), so
-``vsml-es data list`` and config validation can describe a dataset without loading it.
+``vsml-es data list`` and config validation can describe a dataset without loading it. The
+providers (``builtin``, ``tfds_store``) import this module to register; ``catalog`` imports
+the providers and answers lookups, so imports only go one way.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import shlex
 from collections.abc import Callable
@@ -14,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-from vsml_es.errors import DatasetError, did_you_mean
 
 DATA_DIR_ENV = "VSML_ES_DATA_DIR"
 
@@ -111,67 +110,3 @@ def prepare_command(name: str, data_dir: Path, download: bool = False) -> str:
     if data_dir != default_data_dir().absolute():
         cmd += f" --data-dir {shlex.quote(str(data_dir))}"
     return cmd
-
-
-def dataset_names() -> list[str]:
-    _ensure_registered()
-    return sorted(_SPECS)
-
-
-def get_spec(name: str) -> DatasetSpec:
-    """The registered spec; an unknown name lists every valid one."""
-    _ensure_registered()
-    if name not in _SPECS:
-        raise DatasetError(
-            f"Unknown dataset '{name}'.{did_you_mean(name, _SPECS)} Available datasets: "
-            f"{', '.join(sorted(_SPECS))}. "
-            "Run 'vsml-es data list' to see which are ready and how to get the others."
-        )
-    return _SPECS[name]
-
-
-def dataset_status(name: str, data_dir: str | os.PathLike | None = None) -> DatasetStatus:
-    spec = get_spec(name)
-    if spec.status is None:
-        return DatasetStatus(True, spec.source)
-    return spec.status(resolve_data_dir(data_dir))
-
-
-def load_dataset(name: str, split: str = "train",
-                 data_dir: str | os.PathLike | None = None) -> ArrayDataset:
-    """Load ``split`` of dataset ``name`` as numpy arrays; errors name the valid choices.
-
-    Results are cached per process (workers load each split once); the arrays are read-only.
-    """
-    spec = get_spec(name)
-    if split not in spec.splits:
-        raise DatasetError(
-            f"Dataset '{name}' has no split '{split}'. Valid splits: {', '.join(spec.splits)}."
-        )
-    return _load_cached(name, split, str(resolve_data_dir(data_dir)))
-
-
-@functools.lru_cache(maxsize=32)
-def _load_cached(name: str, split: str, data_dir: str) -> ArrayDataset:
-    dataset = _SPECS[name].loader(split, Path(data_dir))
-    dataset.x.setflags(write=False)
-    dataset.y.setflags(write=False)
-    return dataset
-
-
-def prepare_dataset(name: str, data_dir: str | os.PathLike | None = None,
-                    manual_dir: str | os.PathLike | None = None, download: bool = False,
-                    progress: bool = False) -> str:
-    """Make ``name`` loadable offline; idempotent. Returns a one-line report."""
-    spec = get_spec(name)
-    if spec.prepare is None:
-        return f"{name}: {spec.source}; nothing to prepare."
-    manual = Path(manual_dir).expanduser().absolute() if manual_dir else None
-    report = spec.prepare(resolve_data_dir(data_dir), manual, download, progress)
-    _load_cached.cache_clear()
-    return report
-
-
-def _ensure_registered() -> None:
-    # Imported lazily so that importing the registry stays cheap (no TFDS import here).
-    from vsml_es.data import builtin, tfds_store  # noqa: F401

@@ -23,12 +23,12 @@ from vsml_es.data import fetch
 from vsml_es.data.lock import file_lock
 from vsml_es.data.registry import (
     ArrayDataset,
-    DatasetError,
     DatasetStatus,
     prepare_command,
     register,
 )
 from vsml_es.data.sources import IDX_SPECS, IdxSpec
+from vsml_es.errors import DatasetError
 
 LOCK_DIR = ".locks"
 

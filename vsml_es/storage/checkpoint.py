@@ -38,6 +38,7 @@ import numpy as np
 from vsml_es.errors import CheckpointError, Report
 from vsml_es.errors import report as report_to_stderr
 from vsml_es.storage.atomic import atomic_write_directory, write_synced
+from vsml_es.version import __version__
 
 FORMAT = "vsml-es-checkpoint"
 FORMAT_VERSION = 1
@@ -51,10 +52,8 @@ def versions() -> dict[str, str]:
     """Versions that decide whether a resume reproduces the same floats."""
     import evosax
 
-    import vsml_es
-
     return {
-        "vsml_es": vsml_es.__version__,
+        "vsml_es": __version__,
         "jax": jax.__version__,
         "jaxlib": _version_of("jaxlib"),
         "evosax": getattr(evosax, "__version__", _version_of("evosax")),
