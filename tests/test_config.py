@@ -85,3 +85,35 @@ def test_pair_rank_shaping_needs_a_mirrored_strategy():
     with pytest.raises(ConfigError, match="does not sample mirrored pairs"):
         load_experiment(None, ["training.strategy=SNES", "training.fitness_shaping=pair_rank"])
     assert load_experiment(QUICKSTART, ["training.fitness_shaping=pair_rank"])
+
+
+def test_an_experiment_extends_another_section_by_section(tmp_path):
+    (tmp_path / "base.yaml").write_text(
+        "name: base\ntraining: {sigma: 0.3, population_size: 32}\ntask: {dataset: random}\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "cell.yaml").write_text(
+        "extends: ../base.yaml\nname: cell\ntraining: {sigma: 0.2}\n")
+    config = load_experiment(tmp_path / "sub" / "cell.yaml", ["training.generations=7"])
+    assert config.name == "cell" and config.task.dataset == "random"
+    assert (config.training.sigma, config.training.population_size,
+            config.training.generations) == (0.2, 32, 7)
+
+
+def test_an_extends_loop_or_missing_base_is_a_config_error(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="in a loop"):
+        load_experiment(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("extends: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match="nowhere.yaml' does not exist"):
+        load_experiment(tmp_path / "c.yaml")
+
+
+@pytest.mark.parametrize("path", sorted(Path(QUICKSTART).parent.rglob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_experiment_validates(path):
+    config = load_experiment(path)
+    if path.parent.name == "datasets" and path.name != "base.yaml":  # a grid cell
+        assert config.name.startswith("datasets-") and config.task.num_classes == 47
+        assert config.training.population_size == 2048
+        assert (config.task.dataset != "digits") or config.task.mixture
