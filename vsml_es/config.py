@@ -221,7 +221,7 @@ def _unknown_section(prefix: str, key: str, value: dict, hints: dict[str, Any]) 
     if close:
         return ConfigError(
             f"Unknown config key '{full}'. Did you mean '{prefix}{close}.{leaf}'? Run "
-            "'vsml-es config --show' to list every key with its default."
+            "'vsml-es config' to list every key with its default."
         )
     return _unknown_key(full)
 

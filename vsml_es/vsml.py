@@ -28,8 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from vsml_es.config import ModelConfig
-
-Params = dict[str, jax.Array]
+from vsml_es.pytree import Params
 
 # Fixed gate offsets: remember by default (forget gate near 1), write slowly (input gate near 0).
 FORGET_OFFSET = 5.0

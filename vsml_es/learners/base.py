@@ -18,7 +18,8 @@ from typing import Any, ClassVar
 
 import jax
 
-Params = dict[str, jax.Array]  # flat name -> array: all that ES, checkpoints and files need
+from vsml_es.pytree import Params
+
 InitFn = Callable[[jax.Array], Any]
 StepFn = Callable[[Any, jax.Array, jax.Array], tuple[Any, jax.Array]]
 
