@@ -31,7 +31,7 @@ def test_train_builds_the_training_task_once(tmp_path, monkeypatch, tiny_overrid
     # split. The meta-test split is loaded by the up-front check and by the meta-test.
     assert seen.count(("digits", "train")) == 1, seen
     assert seen.count(("digits", "test")) == 2, seen
-    assert [row["method"].split(" (")[0] for row in result.summaries] == [
+    assert [row["method"].split(" (lr")[0] for row in result.summaries] == [
         "VSML", "SGD linear", "Adam linear"]
 
 
@@ -43,5 +43,5 @@ def test_compare_builds_the_training_task_once_for_every_learner(tmp_path, monke
     summaries, timing = run.compare(config, tmp_path / "cmp", log=lambda message: None)
     assert seen.count(("digits", "train")) == 1, seen
     assert not timing["vsml"]["reused"] and not timing["hebbian"]["reused"]
-    assert [row["method"].split(" (")[0] for row in summaries] == [
+    assert [row["method"].split(" (lr")[0] for row in summaries] == [
         "VSML", "Hebbian (Oja)", "SGD linear"]
