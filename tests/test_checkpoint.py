@@ -311,15 +311,31 @@ def test_resume_after_a_truncated_newest_checkpoint_is_bit_identical(
     assert_same_run(run_dir, reference)
 
 
-def test_every_checkpoint_corrupt_restarts_from_scratch(
+def test_every_checkpoint_corrupt_restarts_from_scratch_only_when_asked(
     reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run_dir = copy_run(reference, tmp_path)
     for _, path in checkpoint_dirs(run_dir):
         flip_byte(path / "state.npz")
-    assert resume(run_dir) == 0
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    assert resume(run_dir) == 2  # it would lose the run's progress: refused without --restart
+    assert "Add --restart" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+    assert resume(run_dir, "--restart") == 0
     err = capsys.readouterr().err
     assert "no valid checkpoint" in err and "starting again from generation 0" in err
+    assert_same_run(run_dir, reference)
+
+
+def test_a_run_killed_before_its_first_checkpoint_resumes_from_generation_0(
+    reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What a kill during Ray start-up leaves: the resolved config and nothing else.
+    run_dir = tmp_path / "early"
+    run_dir.mkdir()
+    shutil.copy(reference / "config.yaml", run_dir / "config.yaml")
+    assert resume(run_dir) == 0
+    assert "starting again from generation 0" in capsys.readouterr().err
     assert_same_run(run_dir, reference)
 
 

@@ -268,9 +268,10 @@ class OnlineClassifier:
     # -- input checks ------------------------------------------------------------------------
 
     def _rows(self, X: Any, learning: bool) -> np.ndarray:
-        X = np.asarray(X)
-        if X.dtype == object or not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
-            raise LearnerError(f"X must be numeric, got dtype {X.dtype}.")
+        X = _as_array(X, "X")
+        if X.dtype == object or np.issubdtype(X.dtype, np.complexfloating) or not (
+                np.issubdtype(X.dtype, np.number) or X.dtype == bool):
+            raise LearnerError(f"X must hold real numbers, got dtype {X.dtype}.")
         if X.ndim < 2:
             raise LearnerError(
                 f"X must have shape [n_samples, n_features] (or [n_samples, ...]), got shape "
@@ -345,7 +346,13 @@ class OnlineClassifier:
                     "will contain (as in scikit-learn)."
                 )
             return
-        classes = np.unique(np.asarray(classes))
+        try:
+            classes = np.unique(_as_array(classes, "classes"))
+        except TypeError:
+            raise LearnerError("classes mixes labels that cannot be ordered (e.g. str and "
+                               "int); give labels of one kind.") from None
+        if classes.ndim != 1 or classes.dtype == object:
+            raise LearnerError(f"classes must be a flat list of labels, got {classes!r}.")
         if self.classes_ is not None:
             if not np.array_equal(classes, self.classes_):
                 raise LearnerError(
@@ -364,19 +371,32 @@ class OnlineClassifier:
         self.classes_ = classes
 
     def _labels(self, y: Any, n: int) -> np.ndarray:
-        y = np.asarray(y)
+        y = _as_array(y, "y")
         if y.ndim != 1 or len(y) != n:
             raise LearnerError(f"y must be 1-D with one label per row of X ({n}), got shape "
                                f"{y.shape}.")
-        index = np.searchsorted(self.classes_, y)
-        index = np.clip(index, 0, len(self.classes_) - 1)
-        unknown = self.classes_[index] != y
+        try:
+            index = np.searchsorted(self.classes_, y)
+            index = np.clip(index, 0, len(self.classes_) - 1)
+            unknown = np.asarray(self.classes_[index] != y)
+        except TypeError:  # labels of another kind than the classes (str against int)
+            raise LearnerError(f"y holds labels of type {y.dtype}, the classes are "
+                               f"{self.classes_.dtype}: {self.classes_.tolist()}.") from None
         if unknown.any():
             raise LearnerError(
                 f"y contains label(s) {np.unique(y[unknown]).tolist()[:10]} that are not in "
                 f"classes {self.classes_.tolist()}."
             )
         return index.astype(np.int32)
+
+
+def _as_array(value: Any, what: str) -> np.ndarray:
+    """``np.asarray`` whose failures (ragged lists, odd objects) say which argument."""
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError) as err:
+        raise LearnerError(f"{what} cannot be read as an array ({err}); give a rectangular "
+                           "array of numbers.") from None
 
 
 def _key(random_state: int | jax.Array) -> jax.Array:

@@ -48,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
                                 break_on_hyphens=False)
         print(f"error: {message}", file=sys.stderr)
         return 2
+    except OSError as err:  # a path the checks could not foresee (read-only disk, disk full)
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"error: {err.strerror or err}{where}. Check that path, its permissions and the "
+              "free disk space; runs resume from their last checkpoint.", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -21,12 +21,14 @@ from vsml_es.config import Config, config_to_dict
 from vsml_es.evaluator import make_eval_spec
 from vsml_es.experiment import experiment_from_dict
 from vsml_es.metatest import meta_learned, run_metatest
+from vsml_es.paths import check_output_dir
 from vsml_es.resume import plan_resume
 from vsml_es.storage.params import load_params
-from vsml_es.tasks import Data, EpisodeSource, build_task
+from vsml_es.tasks import Data, EpisodeSource, build_task, check_datasets_ready
 from vsml_es.trainer import Trainer
 
 TIMING_FILE = "train_seconds.json"
+OUTPUT_ENTRIES = ("train_*", "metatest", "timing.json")  # what a comparison writes into --out
 # What decides the meta-learned parameters; metatest/compare/logging settings may change freely.
 TRAINING_SECTIONS = ("model", "task", "training")
 
@@ -79,6 +81,8 @@ def train_learner(config: Config, run_dir: Path, task: EpisodeSource, data: Data
 def run_compare(config: Config, out_dir: Path, log: Any = print) -> tuple[list[dict], dict]:
     """Meta-train ``compare.learners``, meta-test everything; returns (summaries, timing)."""
     out_dir = Path(out_dir)
+    check_output_dir(out_dir, OUTPUT_ENTRIES, "--out")
+    check_datasets_ready(config.task, config.metatest)
     out_dir.mkdir(parents=True, exist_ok=True)
     contenders, timing = [], {}
     with open_backend(config.distributed, log) as backend:  # Ray first, then the data

@@ -10,6 +10,8 @@ is wrong and how to fix it.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -201,11 +203,31 @@ def _valid_paths(cls: type, prefix: str = "") -> list[str]:
     return paths
 
 
+def _section_keys(path: str) -> tuple[str, list[str]]:
+    """The deepest existing section on ``path`` and its keys ('' and the top-level sections)."""
+    cls, prefix = Config, ""
+    for part in path.split(".")[:-1]:
+        tp = _hints(cls).get(part)
+        if not _is_section(tp):
+            break
+        cls, prefix = tp, f"{prefix}{part}."
+    return prefix, list(_hints(cls))
+
+
 def _unknown_key(path: str) -> ConfigError:
+    prefix, keys = _section_keys(path)
+    rest = path[len(prefix):]
+    section = prefix.rstrip(".") or "the config"
+    if "." in rest:  # e.g. training.foo.bar: 'foo' is no section of training
+        head = rest.split(".", 1)[0]
+        return ConfigError(
+            f"Unknown config key '{path}': {section} has no section '{head}'."
+            f"{did_you_mean(head, keys, cutoff=0.5)} Keys of {section}: {', '.join(keys)}."
+        )
     valid = _valid_paths(Config)
-    leaf_matches = [p for p in valid if p.rsplit(".", 1)[-1] == path.rsplit(".", 1)[-1]]
-    hint = (f" Did you mean '{leaf_matches[0]}'?" if leaf_matches
-            else did_you_mean(path, valid, cutoff=0.5))
+    same_leaf = [p for p in valid if p.rsplit(".", 1)[-1] == rest and p != path]
+    hint = (f" Did you mean '{same_leaf[0]}'?" if same_leaf
+            else did_you_mean(f"{prefix}{rest}", [f"{prefix}{k}" for k in keys], cutoff=0.5))
     return ConfigError(
         f"Unknown config key '{path}'.{hint} Run 'vsml-es config' to list every key "
         "with its default."
@@ -273,8 +295,14 @@ def _coerce(path: str, value: Any, tp: Any) -> Any:
             return value
         raise _wrong_type(path, value, tp)
     if tp is float:
+        if isinstance(value, str) and _NUMBER.match(value.strip()):
+            value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:
+                raise ConfigError(f"Config key '{path}' is {value}, beyond the range of a "
+                                  "float; give a smaller number.") from None
         raise _wrong_type(path, value, tp)
     if tp is str:
         if isinstance(value, str):
@@ -283,6 +311,9 @@ def _coerce(path: str, value: Any, tp: Any) -> Any:
     if tp is Any:
         return value
     raise ConfigError(f"Config key '{path}' has an unsupported type {tp}.")
+
+
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
 def _wrong_type(path: str, value: Any, tp: Any) -> ConfigError:
@@ -294,9 +325,11 @@ def _wrong_type(path: str, value: Any, tp: Any) -> ConfigError:
 
 def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     if not isinstance(data, dict):
+        section = prefix.rstrip(".") or "<root>"
         raise ConfigError(
-            f"Config section '{prefix.rstrip('.') or '<root>'}' must be a mapping, "
-            f"got {type(data).__name__}."
+            f"Config section '{section}' must be a mapping of keys to values, got "
+            f"{type(data).__name__} ({data!r}). Set one of its keys instead, e.g. "
+            f"--set {section}.KEY=VALUE; 'vsml-es config' lists them."
         )
     hints = _hints(cls)
     kwargs = {}
@@ -329,6 +362,73 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return plain(config)
 
 
+MAX_FILE_BYTES = 1 << 20  # an experiment file is a page of YAML, not data
+
+
+class _RefusedYaml(ConfigError):
+    """YAML that parses but that we refuse (aliases, duplicate keys, too deep)."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML without the traps: no aliases (a few bytes can expand exponentially), no
+    duplicate keys (YAML silently keeps the last one)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _RefusedYaml(
+                f"YAML alias '*{event.anchor}' at line {event.start_mark.line + 1}: experiment "
+                "files may not use anchors and aliases; write the values out."
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, list | dict):
+                raise _RefusedYaml(f"A YAML mapping key at line {key_node.start_mark.line + 1} "
+                                  "is a list or mapping; keys must be names.")
+            if key in seen:
+                raise _RefusedYaml(
+                    f"Key '{key}' appears twice in one YAML mapping (line "
+                    f"{key_node.start_mark.line + 1}); YAML would silently keep the last. Keep "
+                    "one."
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """``text`` as YAML with :class:`_StrictLoader`; every failure is a :class:`ConfigError`."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{where} is not valid YAML: {' '.join(str(err).split())}") from None
+    except RecursionError:
+        raise _RefusedYaml(f"{where} nests too deeply to be a config.") from None
+
+
+def read_yaml_file(path: Path, what: str = "Experiment file") -> Any:
+    """A YAML file that must be UTF-8 text of reasonable size; errors say which."""
+    if path.is_dir():
+        raise ConfigError(f"{what} '{path}' is a directory; give a YAML file.")
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ConfigError(f"{what} '{path}' has {size} bytes; a config is at most "
+                              f"{MAX_FILE_BYTES} bytes of YAML. Is it the right file?")
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"{what} '{path}' cannot be read: {err.strerror}.") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{what} '{path}' is not UTF-8 text (byte {err.start}); give a "
+                          "YAML file.") from None
+    return parse_yaml(text, f"{what} '{path}'")
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``a.b.c=VALUE`` with VALUE parsed as YAML (so 128, 0.1, true, [1,2] work)."""
     if "=" not in text:
@@ -338,10 +438,15 @@ def parse_override(text: str) -> tuple[str, Any]:
         )
     key, raw = text.split("=", 1)
     key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"Override '{text}' has an empty key part; write KEY=VALUE with KEY "
+                          "a dot path such as training.sigma.")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
+        value = parse_yaml(raw, f"The value of --set {key}") if raw.strip() else ""
+    except _RefusedYaml:
+        raise
+    except ConfigError:
+        value = raw  # not YAML: the plain string (e.g. a name with a colon)
     return key, value
 
 
@@ -363,7 +468,7 @@ def read_experiment_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict
     """The YAML mapping of an experiment file, with ``extends: OTHER.yaml`` (a path relative
     to the file) merged underneath it, recursively: a grid of experiments shares one base."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(
             f"Experiment file '{path}' does not exist. The shipped experiments are in "
             "experiments/ (e.g. experiments/quickstart.yaml)."
@@ -371,10 +476,7 @@ def read_experiment_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict
     if path.resolve() in _seen:
         chain = " -> ".join(str(p) for p in (*_seen, path.resolve()))
         raise ConfigError(f"Experiment files extend each other in a loop: {chain}.")
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"Experiment file '{path}' is not valid YAML: {err}") from None
+    loaded = read_yaml_file(path)
     if loaded is None:
         loaded = {}
     if not isinstance(loaded, dict):
@@ -448,13 +550,85 @@ def replace(config: Config, overrides: list[str] | tuple[str, ...]) -> Config:
 
 
 def positive(path: str, value: float) -> None:
-    if value <= 0:
+    if not value > 0:  # NaN compares false with everything: refused here too
         raise ConfigError(f"Config key '{path}' must be positive, got {value}.")
+
+
+SEED_LIMIT = 2**31  # seeds become int32 JAX scalars (keys are folded from them)
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+# Upper bounds that say why: beyond them the run cannot fit in memory or time, and XLA would
+# abort the process instead of failing with a message.
+LIMITS: dict[str, tuple[float, str]] = {
+    "training.population_size": (2**20, "the driver holds population x parameters floats "
+                                 "(2^20 members x 2,384 VSML parameters = 10 GB)"),
+    "training.generations": (10**7, "ten million generations is centuries of compute"),
+    "training.eval_chunk": (2**16, "one chunk's episode states must fit in device memory"),
+    "training.sigma": (1e3, "noise this large only explores overflow"),
+    "training.learning_rate": (1e3, "ES steps this large only overflow"),
+    "task.episode_length": (10**6, "one episode's indices live on the device"),
+    "task.num_classes": (10**5, "VSML keeps a state per connection to every output"),
+    "metatest.steps": (10**6, "curves are stored per step and episode"),
+    "metatest.episodes": (10**5, "curves are stored per step and episode"),
+    "metatest.sgd_tuning_episodes": (10**5, "curves are stored per step and episode"),
+    "metatest.mlp_hidden": (2**16, "an MLP this wide does not fit per episode"),
+    "model.state_size": (1024, "the LSTM weights grow with its square"),
+    "model.message_size": (256, "the LSTM weights grow with it"),
+    "model.micro_ticks": (64, "every tick is a full pass over all connections"),
+    "model.baseline_hidden": (2**16, "the baselines' weights grow with its square"),
+    "model.output_bound": (1e30, "logits are float32"),
+    "model.init_scale": (1e30, "states are float32"),
+    "logging.log_every": (10**7, "it is a number of generations"),
+    "checkpoint.every": (10**7, "it is a number of generations"),
+    "checkpoint.keep": (10**4, "each checkpoint is a directory on disk"),
+}
+
+
+def _numbers(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Every (path, value) leaf of a config section, lists and mappings included."""
+    if dataclasses.is_dataclass(tree):
+        return [item for f in dataclasses.fields(tree)
+                for item in _numbers(getattr(tree, f.name), f"{prefix}{f.name}.")]
+    if isinstance(tree, tuple | list):
+        return [item for i, v in enumerate(tree)
+                for item in _numbers(v, f"{prefix.rstrip('.')}[{i}].")]
+    if isinstance(tree, dict):
+        return [item for k, v in tree.items() for item in _numbers(v, f"{prefix}{k}.")]
+    return [(prefix.rstrip("."), tree)]
 
 
 def check_values(config: Config) -> None:
     """Ranges and choices that the schema alone decides (run on every parse)."""
     m, t, tr, mt = config.model, config.task, config.training, config.metatest
+    for path, value in _numbers(config):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"Config key '{path}' is {value}; every number must be finite.")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+            raise ConfigError(f"Config key '{path}' is {value}, beyond a 64-bit integer.")
+    for path, (limit, why) in LIMITS.items():
+        section, key = path.split(".")
+        value = getattr(getattr(config, section), key)
+        if value > limit:
+            most = f"{int(limit):,}" if limit < 1e9 and float(limit).is_integer() else f"{limit:g}"
+            raise ConfigError(f"Config key '{path}' is {value}; at most {most}: {why}.")
+    for path, seed in (("training.seed", tr.seed), ("metatest.seed", mt.seed),
+                       ("task.preprocess.pool_seed", t.preprocess.pool_seed),
+                       ("metatest.preprocess.pool_seed", mt.preprocess.pool_seed)):
+        if not 0 <= seed < SEED_LIMIT:
+            raise ConfigError(f"Config key '{path}' is {seed}; seeds are between 0 and "
+                              f"{SEED_LIMIT - 1} (JAX folds them into 32-bit keys).")
+    if not NAME.match(config.name):
+        raise ConfigError(
+            f"Config key 'name' is {config.name!r}; a run name is 1-100 letters, digits, '.', "
+            "'_' or '-', starting with a letter or digit (it names the run directory and the "
+            "learner file, so no path separators)."
+        )
+    for path, values, limit in (("model.hidden_layers", m.hidden_layers, 2**16),
+                                ("metatest.report_steps", mt.report_steps, 10**6)):
+        for i, value in enumerate(values):
+            if value > limit:
+                raise ConfigError(f"Config key '{path}[{i}]' is {value}; at most {limit:,}.")
+    if m.init_scale < 0:
+        raise ConfigError(f"Config key 'model.init_scale' must be >= 0, got {m.init_scale}.")
     for path, value in [
         ("model.state_size", m.state_size),
         ("model.message_size", m.message_size),

@@ -31,6 +31,11 @@ class ResumeError(UserError):
     """A run that cannot be resumed (or started) as asked."""
 
 
+class PathError(UserError):
+    """A path the user gave that cannot be used as asked (a file for a directory, not empty,
+    not writable, would overwrite something)."""
+
+
 class LearnerError(UserError, ValueError):
     """Bad input to a learner, or a learner file that cannot be used."""
 

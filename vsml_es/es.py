@@ -100,20 +100,41 @@ def validate_strategy(training: TrainingConfig) -> None:
     except AssertionError as err:
         even = "even" in str(err).lower()
         if even:
+            p = training.population_size
+            fix = f"{p + 1} or {p - 1}" if p > 1 else "2"
             raise ConfigError(
-                f"training.population_size is {training.population_size}, but "
-                f"{training.strategy} uses antithetic (mirrored) sampling and needs an even "
-                f"population. Use {training.population_size + 1} or "
-                f"{training.population_size - 1}."
+                f"training.population_size is {p}, but {training.strategy} uses antithetic "
+                f"(mirrored) sampling and needs an even population. Use {fix}."
             ) from None
         raise ConfigError(
             f"{training.strategy} rejected the settings: {err or 'assertion failed'}."
         ) from None
-    except TypeError as err:
-        raise ConfigError(f"{training.strategy} rejected training.strategy_kwargs: {err}") from None
+    except Exception as err:  # third-party code given the user's keyword arguments
+        raise ConfigError(f"{training.strategy} rejected training.strategy_kwargs: "
+                          f"{type(err).__name__}: {err}") from None
+    if training.strategy_kwargs:  # values evosax only trips over once it runs
+        _dry_run(training, algorithm)
     if training.fitness_shaping in PAIRED_SHAPINGS:
         _require_mirrored(training, _detect_mirrored(algorithm, algorithm.default_params,
                                                      jnp.zeros(4)))
+
+
+def _dry_run(training: TrainingConfig, algorithm: Any) -> None:
+    """One init/ask/tell on a 4-parameter problem: bad keyword values fail here, not later."""
+    try:
+        key = jax.random.key(0)
+        params = algorithm.default_params
+        state = algorithm.init(key, jnp.zeros(4), params)
+        population, state = algorithm.ask(key, state, params)
+        fitness = jnp.arange(training.population_size, dtype=jnp.float32)
+        state, _ = algorithm.tell(key, population, fitness, state, params)
+        mean = jax.flatten_util.ravel_pytree(algorithm.get_mean(state))[0]
+    except Exception as err:
+        raise ConfigError(f"{training.strategy} failed with training.strategy_kwargs "
+                          f"{training.strategy_kwargs}: {type(err).__name__}: {err}") from None
+    if not bool(jnp.all(jnp.isfinite(mean))):
+        raise ConfigError(f"{training.strategy} with training.strategy_kwargs "
+                          f"{training.strategy_kwargs} produced a non-finite mean in one step.")
 
 
 def _require_mirrored(training: TrainingConfig, mirrored: bool) -> None:

@@ -26,11 +26,13 @@ from vsml_es.errors import ConfigError
 from vsml_es.es import validate_strategy
 from vsml_es.learners import validate_learner_names
 from vsml_es.preprocess import validate_task_config
+from vsml_es.tasks import check_dataset_refs
 
 
 def validate(config: Config) -> Config:
     """Every domain's checks on a parsed config; returns it unchanged."""
     validate_task_config(config.task, config.metatest)
+    check_dataset_refs(config.task, config.metatest)
     validate_learner_names(config)
     validate_strategy(config.training)
     _validate_es_settings(config)

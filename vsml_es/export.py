@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from vsml_es.config import NAME
 from vsml_es.errors import Report, UserError, report
+from vsml_es.paths import check_output_file
 from vsml_es.storage.checkpoint import (
     Checkpoint,
     best_checkpoint,
@@ -104,15 +106,21 @@ def _number(text: str) -> Any:
 
 
 def export_run(run_dir: Path, out: Path | None = None, which: str = "latest",
-               report: Report = report) -> tuple[Path, dict[str, Any]]:
-    """Write the ``.vsml`` file of a run (default RUN_DIR/NAME.vsml); returns path, metadata."""
-    if out is not None and Path(out).suffix != SUFFIX:
-        raise UserError(f"The learner file name must end in {SUFFIX}, got '{out}'.")
+               report: Report = report, force: bool = False) -> tuple[Path, dict[str, Any]]:
+    """Write the ``.vsml`` file of a run (default RUN_DIR/NAME.vsml, replaced on a re-export);
+    an explicit ``out`` that exists is replaced only with ``force``. Returns path, metadata."""
+    if out is not None:
+        if Path(out).suffix != SUFFIX:
+            raise UserError(f"The learner file name must end in {SUFFIX}, got '{out}'.")
+        check_output_file(Path(out), "--output", replace_ok=force)
     source = select_source(run_dir, which, report)
     scores, note = metatest_scores(run_dir, source)
     meta = learner_file_meta(source.info, source.params, source.generation, source.label,
                              scores, note)
     if out is None:
-        out = Path(run_dir) / f"{meta['training']['run_name']}{SUFFIX}"
+        name = meta["training"]["run_name"]
+        safe = name if isinstance(name, str) and NAME.match(name) else "learner"
+        out = Path(run_dir) / f"{safe}{SUFFIX}"
+        check_output_file(out, "the learner file", replace_ok=True)
     save_params(out, source.params, meta)
     return out, meta

@@ -146,6 +146,8 @@ def run_metatest(
     episodes = episodes or mt.episodes
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Every meta-test dataset loads (and fits the network) before any tuning or evaluation.
+    tests = [load_metatest_task(ref, config.task, mt, steps, num_features) for ref in datasets]
     tuned: dict[str, Tuning] = {}
     if mt.baselines:
         task, data = training if training is not None else build_task(config.task)
@@ -153,8 +155,7 @@ def run_metatest(
     write_tuning_csv(out_dir / "tuning.csv", tuned)
     everyone = [*contenders, *tuned_contenders(config, tuned)]
     summaries = []
-    for ref in datasets:
-        task, data = load_metatest_task(ref, config.task, mt, steps, num_features)
+    for task, data in tests:
         all_curves = [learner_curves(c, task, data, episodes, mt.seed) for c in everyone]
         stem = task.name.replace(":", "_")
         write_curves_csv(out_dir / f"curves_{stem}.csv", all_curves)

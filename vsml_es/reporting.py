@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+# What a meta-test writes into its output directory (a re-run replaces exactly these).
+OUTPUT_FILES = ("summary.csv", "table.md", "tuning.csv", "curves_*.csv", "curves_*.png")
 WINDOW = 0.1  # "accuracy at step s" averages inner steps within +-10% of s (noise of 0/1 hits)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from vsml_es.config import Config, config_to_dict
+from vsml_es.config import Config, config_to_dict, read_yaml_file
 from vsml_es.errors import ConfigError, Report, ResumeError, report
 from vsml_es.experiment import experiment_from_dict, with_overrides
 from vsml_es.metrics import truncate_metrics
@@ -86,9 +86,9 @@ def run_config(run_dir: Path, checkpoint: Checkpoint | None) -> Config:
             )
         source = str(path)
         try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise ResumeError(f"{source} is not valid YAML: {err}") from None
+            data = read_yaml_file(path, "The run's config")
+        except ConfigError as err:
+            raise ResumeError(f"{err} Restore it, or start a new run.") from None
     if not isinstance(data, dict):
         raise ResumeError(f"{source} holds no config mapping.")
     try:
@@ -104,15 +104,19 @@ def plan_resume(
     requested: Config | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     report: Report = report,
+    restart: bool = False,
 ) -> ResumePlan:
     """Newest valid checkpoint + the config to continue with, or a :class:`ResumeError`.
 
     ``requested`` is a config built from an experiment file (``train EXP --resume``); without
-    one the run's own config is used, with ``overrides`` applied.
+    one the run's own config is used, with ``overrides`` applied. A run whose checkpoints are
+    all unusable starts over only with ``restart`` (it would lose their progress); a run killed
+    before its first checkpoint starts over without asking (nothing is lost).
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise ResumeError(f"Run directory '{run_dir}' does not exist.")
+        what = "is not a directory" if run_dir.exists() else "does not exist"
+        raise ResumeError(f"Run directory '{run_dir}' {what}.")
     checkpoint = latest_checkpoint(run_dir, report)
     saved = run_config(run_dir, checkpoint)
     config = requested if requested is not None else with_overrides(saved, list(overrides))
@@ -129,6 +133,13 @@ def plan_resume(
     for key, old, new in changes:
         report(f"resuming with {key} changed: {_format(old)} -> {_format(new)}")
     if checkpoint is None:
+        if checkpoint_dirs(run_dir) and not restart:
+            raise ResumeError(
+                f"Every checkpoint in '{run_dir / 'checkpoints'}' is unusable (see the warnings "
+                "above), so resuming would start over at generation 0 and cut the metrics logs "
+                "back. Add --restart if that is what you want (the unusable checkpoints are "
+                "kept aside as .corrupt-*), or restore a checkpoint from a backup first."
+            )
         report(f"no valid checkpoint in '{run_dir}': starting again from generation 0.")
         return ResumePlan(config, None)
     if checkpoint.generation > config.training.generations:
@@ -140,16 +151,6 @@ def plan_resume(
     for warning in version_warnings(checkpoint.meta.get("versions", {})):
         report(warning)
     return ResumePlan(config, checkpoint)
-
-
-def check_new_run_dir(run_dir: Path) -> None:
-    """A fresh run never writes into another run's directory (its checkpoints would mix)."""
-    run_dir = Path(run_dir)
-    if checkpoint_dirs(run_dir) or (run_dir / "metrics.jsonl").exists():
-        raise ResumeError(
-            f"'{run_dir}' already holds a run. Continue it with 'vsml-es resume {run_dir}', "
-            "or choose another --run-dir."
-        )
 
 
 def version_warnings(saved: dict[str, str]) -> list[str]:

@@ -7,6 +7,7 @@ The commands in ``vsml_es.commands`` only parse arguments and print what these r
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +21,12 @@ from vsml_es.experiment import experiment_from_dict, with_overrides
 from vsml_es.export import export_run
 from vsml_es.learners import Params
 from vsml_es.metatest import meta_learned, run_metatest
-from vsml_es.resume import ResumePlan, check_new_run_dir, plan_resume
+from vsml_es.paths import check_new_run_dir, check_output_dir
+from vsml_es.reporting import OUTPUT_FILES
+from vsml_es.resume import ResumePlan, plan_resume
 from vsml_es.storage.learner_file import read_learner_file
-from vsml_es.tasks import build_task, check_metatest_datasets
-from vsml_es.trainer import Trainer
+from vsml_es.tasks import build_task, check_datasets_ready, check_metatest_datasets
+from vsml_es.trainer import Trainer, write_run_config
 
 __all__ = ["TrainResult", "compare", "default_run_dir", "evaluate_file", "export_run",
            "resume_training", "start_training", "train"]
@@ -51,6 +54,7 @@ def train(config: Config, run_dir: Path, *, resume: ResumePlan | None = None,
     checkpoint is written.
     """
     run_dir = Path(run_dir)
+    check_datasets_ready(config.task, config.metatest if metatest else None)  # before any work
     with open_backend(config.distributed, log) as backend:  # Ray first, then the data
         task, data = build_task(config.task)
         if metatest:  # a missing meta-test dataset fails now, not after training
@@ -76,17 +80,20 @@ def start_training(config: Config, run_dir: Path | None = None, *, metatest: boo
     """A new run in ``run_dir`` (default ``runs/NAME-TIMESTAMP``), never over another run."""
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
     check_new_run_dir(run_dir)
+    check_datasets_ready(config.task, config.metatest if metatest else None)
     log(f"run directory: {run_dir}")
+    write_run_config(run_dir, config)  # resumable from here on, even before a checkpoint
     return train(config, run_dir, metatest=metatest, log=log)
 
 
 def resume_training(run_dir: Path, requested: Config | None = None,
                     overrides: list[str] | tuple[str, ...] = (), *, metatest: bool = True,
-                    log: Report = print) -> TrainResult:
+                    restart: bool = False, log: Report = print) -> TrainResult:
     """Continue ``run_dir`` from its newest valid checkpoint, with ``requested`` (a config from
     an experiment file, which must match the run's up to safe keys) or the run's own config
-    with ``overrides``."""
-    plan = plan_resume(run_dir, requested, overrides if requested is None else ())
+    with ``overrides``. ``restart`` allows starting over when every checkpoint is unusable."""
+    plan = plan_resume(run_dir, requested, overrides if requested is None else (),
+                       restart=restart)
     return train(plan.config, Path(run_dir), resume=plan, metatest=metatest, log=log)
 
 
@@ -100,12 +107,23 @@ def evaluate_file(path: Path, datasets: tuple[str, ...] | None = None, steps: in
             raise UserError(f"{name} must be positive, got {value}.")
     if "config" not in spec.info:
         raise UserError(f"'{path}' holds no run config; was it written by vsml-es?")
-    config = experiment_from_dict(spec.info["config"])
+    try:
+        config = experiment_from_dict(spec.info["config"])
+    except UserError as err:
+        raise UserError(f"'{path}' holds a run config this vsml-es cannot use: {err}") from None
+    # The flags become config keys, so they are checked like the config's own values.
+    if datasets:
+        overrides = [*overrides, f"metatest.datasets={json.dumps(list(datasets))}"]
+    overrides = [*overrides, *(f"metatest.{key}={value}" for key, value in
+                               (("steps", steps), ("episodes", episodes)) if value is not None)]
     if overrides:
         config = with_overrides(config, overrides)
     out = Path(out) if out is not None else Path(path).parent / "evaluate"
-    summaries = run_metatest([meta_learned(config, params)], config, out, datasets=datasets,
-                             steps=steps, episodes=episodes, num_features=spec.num_inputs)
+    check_output_dir(out, OUTPUT_FILES, "--out")
+    # Tuning the baselines reads the meta-training data; the meta-test reads its own.
+    check_datasets_ready(config.task, config.metatest, training=bool(config.metatest.baselines))
+    summaries = run_metatest([meta_learned(config, params)], config, out, steps=steps,
+                             episodes=episodes, num_features=spec.num_inputs)
     return summaries, out
 
 

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from vsml_es import preprocess as pre
 from vsml_es.config import MetaTestConfig, PreprocessConfig, TaskConfig
-from vsml_es.data import ArrayDataset, load_dataset
+from vsml_es.data import ArrayDataset, dataset_status, get_spec, load_dataset
 from vsml_es.errors import DatasetError
 
 _TRANSFORM_TAG = 7  # folded into the episode key for the input transforms (keeps other streams)
@@ -302,3 +302,55 @@ def check_metatest_datasets(task: TaskConfig, metatest: MetaTestConfig, num_feat
     with the command that fixes it, instead of after hours of meta-training."""
     for ref in metatest.datasets:
         load_metatest_task(ref, task, metatest, metatest.steps, num_features)
+
+
+def dataset_refs(task: TaskConfig, metatest: MetaTestConfig) -> list[tuple[str, str, str]]:
+    """(config key, name, split) of every dataset a config names, training and meta-test."""
+    refs = ([(f"task.mixture[{i}]", ref) for i, ref in enumerate(task.mixture)] if task.mixture
+            else [("task.dataset", task.dataset)])
+    refs += [(f"metatest.datasets[{i}]", ref) for i, ref in enumerate(metatest.datasets)]
+    out = []
+    for path, ref in refs:
+        name, split = parse_dataset_ref(ref, task.split if path.startswith("task") else "test")
+        out.append((path, name, split))
+    return out
+
+
+def check_dataset_refs(task: TaskConfig, metatest: MetaTestConfig) -> None:
+    """Names, splits and class counts of every dataset, from the registry alone (no loading)."""
+    for path, name, split in dataset_refs(task, metatest):
+        try:
+            spec = get_spec(name)
+        except DatasetError as err:
+            raise DatasetError(f"Config key '{path}': {err}") from None
+        if split not in spec.splits:
+            raise DatasetError(f"Config key '{path}' names split '{split}' of '{name}', which "
+                               f"has the splits {', '.join(spec.splits)}.")
+        pre_cfg = task.preprocess if path.startswith("task") else metatest.preprocess
+        if pre_cfg.classes:
+            too_big = [c for c in pre_cfg.classes if c >= spec.num_classes]
+            if too_big:
+                raise DatasetError(
+                    f"{path.split('.')[0]}.preprocess.classes keeps classes {too_big}, but "
+                    f"'{name}' has only classes 0..{spec.num_classes - 1}."
+                )
+        classes = len(pre_cfg.classes) or spec.num_classes
+        if classes > task.num_classes:
+            raise DatasetError(
+                f"Dataset '{name}' ({path}) has {classes} classes but the network has "
+                f"{task.num_classes} outputs. Set task.num_classes to at least {classes}, or "
+                "keep fewer classes with preprocess.classes."
+            )
+
+
+def check_datasets_ready(task: TaskConfig, metatest: MetaTestConfig | None,
+                         training: bool = True) -> None:
+    """Every dataset the run will read is prepared: checked before Ray starts or data loads.
+    ``metatest`` None: no meta-test; ``training`` False: the training data is not read."""
+    refs = dataset_refs(task, metatest or MetaTestConfig(datasets=()))
+    for path, name, _ in refs:
+        if not training and path.startswith("task."):
+            continue
+        status = dataset_status(name, task.data_dir)
+        if not status.available:
+            raise DatasetError(f"Dataset '{name}' ({path}) is not prepared: {status.detail}")

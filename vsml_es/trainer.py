@@ -222,8 +222,7 @@ class Trainer:
             print(f"warning: could not save a checkpoint while stopping: {err}", file=sys.stderr)
 
     def write_config(self) -> None:
-        text = yaml.safe_dump(config_to_dict(self.config), sort_keys=False)
-        atomic_write_bytes(self.run_dir / "config.yaml", text.encode())
+        write_run_config(self.run_dir, self.config)
 
     def save_final(self, state: TrainState) -> Path:
         path = self.run_dir / "params.npz"
@@ -238,6 +237,13 @@ class Trainer:
             },
         )
         return path
+
+
+def write_run_config(run_dir: Path, config: Config) -> None:
+    """The resolved config, first thing in a run directory: a run killed before its first
+    checkpoint (during Ray start-up, say) can then be resumed from generation 0."""
+    text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
+    atomic_write_bytes(Path(run_dir) / "config.yaml", text.encode())
 
 
 class _ProgressBar:

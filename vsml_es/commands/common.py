@@ -44,6 +44,9 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
 def add_run_args(p: argparse.ArgumentParser) -> None:
     """Options of the training loop, shared by ``train`` and ``resume``."""
     p.add_argument("--no-metatest", action="store_true", help="skip the final meta-test")
+    p.add_argument("--restart", action="store_true",
+                   help="with resume: start over at generation 0 when every checkpoint of the "
+                   "run is unusable (refused otherwise, as it loses their progress)")
     add_backend_args(p)
 
 

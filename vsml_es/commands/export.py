@@ -20,13 +20,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default="latest", metavar="latest|best|GENERATION",
                    help="which parameters: the newest valid checkpoint (default; params.npz "
                    "when there is none), the best one by mean fitness, or a generation")
+    p.add_argument("--force", action="store_true",
+                   help="replace NAME.vsml if it exists (refused otherwise)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from vsml_es.run import export_run
 
-    out, meta = export_run(args.run_dir, args.output, args.checkpoint)
+    out, meta = export_run(args.run_dir, args.output, args.checkpoint, force=args.force)
     training = meta["training"]
     print(f"wrote {out}: {meta['learner']} learner, {meta['num_inputs']} inputs -> "
           f"{meta['num_outputs']} outputs, generation {training['generation']} "

@@ -33,4 +33,5 @@ def run(args: argparse.Namespace) -> int:
     from vsml_es import run as api
 
     return finish(lambda: api.resume_training(args.run_dir, None, args.overrides,
-                                              metatest=not args.no_metatest), args.run_dir)
+                                              metatest=not args.no_metatest,
+                                              restart=args.restart), args.run_dir)

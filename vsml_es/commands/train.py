@@ -37,10 +37,13 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("--resume RUN_DIR continues in RUN_DIR itself; drop --run-dir.")
         requested = load_experiment(args.experiment, args.overrides) if args.experiment else None
         return finish(lambda: api.resume_training(args.resume, requested, args.overrides,
-                                                  metatest=not args.no_metatest), args.resume)
+                                                  metatest=not args.no_metatest,
+                                                  restart=args.restart), args.resume)
     if args.experiment is None:
         raise UserError("Give an experiment file, e.g. 'vsml-es train experiments/quickstart.yaml'"
                         ", or continue a run with 'vsml-es train --resume RUN_DIR'.")
+    if args.restart:
+        raise UserError("--restart goes with --resume RUN_DIR (or 'vsml-es resume RUN_DIR').")
     config = load_experiment(args.experiment, args.overrides)
     run_dir = args.run_dir or api.default_run_dir(config)
     return finish(lambda: api.start_training(config, run_dir, metatest=not args.no_metatest),

@@ -73,6 +73,17 @@ def prepare_dataset(name: str, data_dir: str | os.PathLike | None = None,
     if spec.prepare is None:
         return f"{name}: {spec.source}; nothing to prepare."
     manual = Path(manual_dir).expanduser().absolute() if manual_dir else None
-    report = spec.prepare(resolve_data_dir(data_dir), manual, download, progress)
+    target = resolve_data_dir(data_dir)
+    existing = target
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise DatasetError(f"The data dir '{target}' lies at or under '{existing}', which is a "
+                           "file; set --data-dir or $VSML_ES_DATA_DIR to a directory.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DatasetError(f"The data dir '{target}' cannot be written (no write permission on "
+                           f"'{existing}'); set --data-dir or $VSML_ES_DATA_DIR to a directory "
+                           "you can write.")
+    report = spec.prepare(target, manual, download, progress)
     _load_cached.cache_clear()
     return report

@@ -130,7 +130,10 @@ def arrays_to_tree(
                 f"match {where} {expected.dtype}{list(expected.shape)} of this config and "
                 "evosax version"
             )
-        restored.append(_restore_leaf(value, spec))
+        try:
+            restored.append(_restore_leaf(value, spec))
+        except Exception as err:  # noqa: BLE001 (a key implementation JAX does not know)
+            raise CheckpointError(f"{what} leaf {where} cannot be rebuilt: {err}") from None
     return jax.tree_util.tree_unflatten(treedef, restored)
 
 
@@ -231,8 +234,11 @@ class Checkpoint:
         return arrays_to_tree(template, self.arrays, self.meta["es_params"], "ES params")
 
     def rng_key(self) -> jax.Array:
-        return jax.random.wrap_key_data(jnp.asarray(self.arrays["rng_key_data"]),
-                                        impl=self.meta["rng_key_impl"])
+        try:
+            return jax.random.wrap_key_data(jnp.asarray(self.arrays["rng_key_data"]),
+                                            impl=self.meta["rng_key_impl"])
+        except Exception as err:  # noqa: BLE001 (an unknown implementation name, bad shape)
+            raise CheckpointError(f"its ES key cannot be rebuilt: {err}") from None
 
     def mean_params(self) -> dict[str, np.ndarray]:
         return {name: self.arrays[f"mean/{name}"] for name in self.meta["mean_params"]}
@@ -266,11 +272,16 @@ def verify_manifest(path: Path) -> None:
         raise CheckpointError("it has no MANIFEST.json (it was not completely written)")
     try:
         manifest = json.loads(manifest_path.read_text())
-        files = manifest["files"]
-        if manifest.get("format") != FORMAT:
-            raise CheckpointError(f"MANIFEST.json is not a {FORMAT} manifest")
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+    except (ValueError, OSError):  # UnicodeDecodeError is a ValueError
         raise CheckpointError("its MANIFEST.json is unreadable") from None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise CheckpointError(f"MANIFEST.json is not a {FORMAT} manifest")
+    if not isinstance(files, dict) or not all(
+            isinstance(name, str) and "/" not in name and name not in ("", ".", "..")
+            and isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
+            and isinstance(entry.get("size"), int) for name, entry in files.items()):
+        raise CheckpointError("its MANIFEST.json does not list files as name: {sha256, size}")
     for name in (STATE_FILE, META_FILE):
         if name not in files:
             raise CheckpointError(f"its manifest does not list {name}")
@@ -279,10 +290,48 @@ def verify_manifest(path: Path) -> None:
         if not file.is_file():
             raise CheckpointError(f"{name} is missing")
         size = file.stat().st_size
-        if size != expected.get("size"):
+        if size != expected["size"]:
             raise CheckpointError(f"{name} has {size} bytes, the manifest says {expected['size']}")
-        if _sha256(file) != expected.get("sha256"):
+        if _sha256(file) != expected["sha256"]:
             raise CheckpointError(f"{name} does not match its SHA-256 in the manifest")
+
+
+_LEAF_SPEC_KEYS = {"name": str, "path": str, "dtype": str, "shape": list}
+
+
+def _check_meta(meta: Any) -> None:
+    """The structure a resume relies on, so a well-formed but wrong meta.json is skipped like
+    a corrupt one instead of failing later."""
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"meta.json is not a {FORMAT} file")
+    version = meta.get("format_version", 0)
+    if not isinstance(version, int):
+        raise CheckpointError(f"meta.json has format version {version!r}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"it has format version {version}, newer than this vsml-es reads "
+            f"({FORMAT_VERSION}); upgrade vsml-es"
+        )
+    missing = [k for k in ("config", "es_state", "es_params", "mean_params", "rng_key_impl")
+               if k not in meta]
+    if missing:
+        raise CheckpointError(f"meta.json lacks {', '.join(missing)}")
+    if not isinstance(meta["config"], dict) or not isinstance(meta["rng_key_impl"], str):
+        raise CheckpointError("meta.json has a malformed config or key implementation")
+    for section in ("es_state", "es_params"):
+        specs = meta[section]
+        if not isinstance(specs, list) or not all(
+                isinstance(spec, dict) and all(isinstance(spec.get(k), t)
+                                               for k, t in _LEAF_SPEC_KEYS.items())
+                for spec in specs):
+            raise CheckpointError(f"meta.json's {section} is not a list of array descriptions")
+    if not isinstance(meta["mean_params"], list) or not all(
+            isinstance(name, str) for name in meta["mean_params"]):
+        raise CheckpointError("meta.json's mean_params is not a list of names")
+    position = meta.get("metrics_position", {})
+    if not isinstance(position, dict) or not all(
+            isinstance(v, int) and v >= 0 for v in position.values()):
+        raise CheckpointError("meta.json's metrics_position is malformed")
 
 
 def read_checkpoint(path: Path) -> Checkpoint:
@@ -293,23 +342,18 @@ def read_checkpoint(path: Path) -> Checkpoint:
         meta = json.loads((path / META_FILE).read_text())
         with np.load(path / STATE_FILE, allow_pickle=False) as z:
             arrays = {name: z[name] for name in z.files}
-    except (ValueError, OSError, UnicodeDecodeError) as err:
+    except Exception as err:  # noqa: BLE001 (numpy's zip/npy parsers raise many kinds)
         raise CheckpointError(f"it cannot be parsed: {err}") from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"meta.json is not a {FORMAT} file")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(
-            f"it has format version {meta['format_version']}, newer than this vsml-es reads "
-            f"({FORMAT_VERSION}); upgrade vsml-es"
-        )
+    _check_meta(meta)
     generation = meta.get("generation")
     match = _NAME.match(path.name)
     if not isinstance(generation, int) or (match and int(match.group(1)) != generation):
         raise CheckpointError(f"it holds generation {generation!r}, not its name's")
-    missing = [k for k in ("config", "es_state", "es_params", "mean_params", "rng_key_impl")
-               if k not in meta]
-    if missing:
-        raise CheckpointError(f"meta.json lacks {', '.join(missing)}")
+    wanted = [spec["name"] for section in ("es_state", "es_params") for spec in meta[section]]
+    wanted += ["rng_key_data", *(f"mean/{name}" for name in meta["mean_params"])]
+    absent = [name for name in wanted if name not in arrays]
+    if absent:
+        raise CheckpointError(f"state.npz lacks {', '.join(absent[:3])}")
     return Checkpoint(path, generation, meta, arrays)
 
 

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from vsml_es.config import Config, ModelConfig, PreprocessConfig, config_from_dict
-from vsml_es.errors import ConfigError, LearnerError
+from vsml_es.errors import LearnerError, UserError
 from vsml_es.learners import Learner, build_learner
 from vsml_es.storage.checkpoint import versions
 from vsml_es.storage.params import load_params
@@ -96,51 +96,75 @@ class LearnerFile:
         return build_learner(self.model.learner, Config(model=self.model))
 
 
+def _mapping(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TypeError(f"{what} is {type(value).__name__}, not a mapping")
+    return value
+
+
 def read_learner_file(path: str | Path) -> tuple[dict[str, np.ndarray], LearnerFile]:
-    """Parameters and spec of a ``.vsml`` file or a run's ``params.npz``, checked."""
+    """Parameters and spec of a ``.vsml`` file or a run's ``params.npz``, checked; any
+    malformed part is a :class:`LearnerError` that names it."""
     params, meta = load_params(Path(path))
     kind = meta.get("format")
     if kind == FORMAT:
         version = meta.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise LearnerError(f"'{path}' has an invalid .vsml format version {version!r}; the "
+                               "file is corrupt or was edited.")
+        if version > FORMAT_VERSION:
             raise LearnerError(
                 f"'{path}' has .vsml format version {version}; this vsml-es reads versions up "
                 f"to {FORMAT_VERSION}. Upgrade vsml-es (pip install -U vsml-es)."
             )
         if meta.get("params_sha256") != params_sha256(params):
             raise LearnerError(f"'{path}' is corrupt: its parameters do not match their SHA-256.")
-        tree = {"model": meta.get("model", {}),
-                "task": {"preprocess": meta.get("input", {}).get("preprocess", {})}}
-        stats = meta.get("input", {}).get("stats", [])
-        example_shape = meta.get("input", {}).get("example_shape")
-    elif kind == PARAMS_FORMAT:
-        tree, stats = meta.get("config", {}), meta.get("input_stats", [])
-        example_shape = meta.get("example_shape")
-    else:
+    elif kind != PARAMS_FORMAT:
         raise LearnerError(
             f"'{path}' is not a vsml-es learner file (format {kind!r}); export one with "
             "'vsml-es export RUN_DIR -o NAME.vsml'."
         )
     try:
+        if kind == FORMAT:
+            given = _mapping(meta.get("input"), "input")
+            tree = {"model": _mapping(meta.get("model"), "model"),
+                    "task": {"preprocess": _mapping(given.get("preprocess"), "input.preprocess")}}
+            stats, example_shape = given.get("stats") or [], given.get("example_shape")
+        else:
+            tree = _mapping(meta.get("config"), "config")
+            stats, example_shape = meta.get("input_stats") or [], meta.get("example_shape")
         config = config_from_dict(tree)
         build_learner(config.model.learner, config)  # a learner this installation knows
-        num_inputs = int(meta.get("num_inputs", meta.get("num_features")))
-        num_outputs = int(meta["num_outputs"])
-    except (ConfigError, KeyError, TypeError, ValueError) as err:
+        sizes = meta.get("num_inputs", meta.get("num_features")), meta.get("num_outputs")
+        if not all(isinstance(n, int) and not isinstance(n, bool) and 0 < n < 2**24
+                   for n in sizes):
+            raise ValueError(f"input/output sizes {sizes} are not positive integers")
+        spec = LearnerFile(
+            model=config.model,
+            num_inputs=sizes[0],
+            num_outputs=sizes[1],
+            preprocess=config.task.preprocess,
+            stats=tuple((str(_mapping(s, "a stats entry").get("dataset", "?")),
+                         _finite(s["mean"]), _finite(s["std"])) for s in stats),
+            info=meta,
+            example_shape=(tuple(int(d) for d in example_shape) if example_shape else None),
+        )
+    except (UserError, KeyError, TypeError, ValueError, AttributeError) as err:
         raise LearnerError(
-            f"'{path}' has metadata this vsml-es cannot use (written by another version?): {err}"
+            f"'{path}' has metadata this vsml-es cannot use (written by another version, or "
+            f"edited?): {err}"
         ) from None
-    spec = LearnerFile(
-        model=config.model,
-        num_inputs=num_inputs,
-        num_outputs=num_outputs,
-        preprocess=config.task.preprocess,
-        stats=tuple((s.get("dataset", "?"), float(s["mean"]), float(s["std"])) for s in stats),
-        info=meta,
-        example_shape=tuple(int(d) for d in example_shape) if example_shape else None,
-    )
     _check_shapes(path, params, spec)
     return params, spec
+
+
+def _finite(value: Any) -> float:
+    number = float(value)
+    if not np.isfinite(number):
+        raise ValueError(f"a statistic is {number}")
+    return number
 
 
 def _check_shapes(path: str | Path, params: dict[str, np.ndarray], spec: LearnerFile) -> None:
