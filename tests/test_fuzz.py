@@ -61,7 +61,9 @@ def run_cli(*argv: str) -> tuple[int, str]:
 def assert_clean(code: int, err: str) -> None:
     assert code in (0, 2), (code, err)
     if code == 2:
-        assert err.startswith(("error: ", "usage: ")) and "Traceback" not in err, err
+        lines = err.splitlines()
+        assert any(line.startswith(("error: ", "usage: ")) for line in lines), err
+        assert "Traceback" not in err, err
 
 
 def snapshot(root: Path) -> dict[Path, bytes]:

@@ -23,9 +23,16 @@ from vsml_es.learners import Params
 from vsml_es.metatest import meta_learned, run_metatest
 from vsml_es.paths import check_new_run_dir, check_output_dir
 from vsml_es.reporting import OUTPUT_FILES
+from vsml_es.resources import check_fits
 from vsml_es.resume import ResumePlan, plan_resume
 from vsml_es.storage.learner_file import read_learner_file
-from vsml_es.tasks import build_task, check_datasets_ready, check_metatest_datasets
+from vsml_es.tasks import (
+    build_task,
+    check_datasets_ready,
+    check_metatest_datasets,
+    check_metatest_fits,
+    training_num_features,
+)
 from vsml_es.trainer import Trainer, write_run_config
 
 __all__ = ["TrainResult", "compare", "default_run_dir", "evaluate_file", "export_run",
@@ -54,7 +61,7 @@ def train(config: Config, run_dir: Path, *, resume: ResumePlan | None = None,
     checkpoint is written.
     """
     run_dir = Path(run_dir)
-    check_datasets_ready(config.task, config.metatest if metatest else None)  # before any work
+    check_before_work(config, metatest)
     with open_backend(config.distributed, log) as backend:  # Ray first, then the data
         task, data = build_task(config.task)
         if metatest:  # a missing meta-test dataset fails now, not after training
@@ -75,12 +82,20 @@ def train(config: Config, run_dir: Path, *, resume: ResumePlan | None = None,
                        trainer.last_row.get("fitness_mean", float("nan")), params, summaries)
 
 
+def check_before_work(config: Config, metatest: bool = True) -> None:
+    """What the config alone cannot tell: datasets prepared and fitting, memory enough."""
+    check_datasets_ready(config.task, config.metatest if metatest else None)
+    if metatest:
+        check_metatest_fits(config.task, config.metatest)
+    check_fits(config, training_num_features(config.task))
+
+
 def start_training(config: Config, run_dir: Path | None = None, *, metatest: bool = True,
                    log: Report = print) -> TrainResult:
     """A new run in ``run_dir`` (default ``runs/NAME-TIMESTAMP``), never over another run."""
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
     check_new_run_dir(run_dir)
-    check_datasets_ready(config.task, config.metatest if metatest else None)
+    check_before_work(config, metatest)
     log(f"run directory: {run_dir}")
     write_run_config(run_dir, config)  # resumable from here on, even before a checkpoint
     return train(config, run_dir, metatest=metatest, log=log)
@@ -122,6 +137,7 @@ def evaluate_file(path: Path, datasets: tuple[str, ...] | None = None, steps: in
     check_output_dir(out, OUTPUT_FILES, "--out")
     # Tuning the baselines reads the meta-training data; the meta-test reads its own.
     check_datasets_ready(config.task, config.metatest, training=bool(config.metatest.baselines))
+    check_metatest_fits(config.task, config.metatest, spec.num_inputs)
     summaries = run_metatest([meta_learned(config, params)], config, out, steps=steps,
                              episodes=episodes, num_features=spec.num_inputs)
     return summaries, out

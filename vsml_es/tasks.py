@@ -317,7 +317,9 @@ def dataset_refs(task: TaskConfig, metatest: MetaTestConfig) -> list[tuple[str, 
 
 
 def check_dataset_refs(task: TaskConfig, metatest: MetaTestConfig) -> None:
-    """Names, splits and class counts of every dataset, from the registry alone (no loading)."""
+    """Names, splits, class counts and input sizes of every dataset, from the registry alone
+    (no loading): a meta-test dataset that cannot reach the network's inputs fails here."""
+    features: dict[str, int] = {}
     for path, name, split in dataset_refs(task, metatest):
         try:
             spec = get_spec(name)
@@ -341,6 +343,46 @@ def check_dataset_refs(task: TaskConfig, metatest: MetaTestConfig) -> None:
                 f"{task.num_classes} outputs. Set task.num_classes to at least {classes}, or "
                 "keep fewer classes with preprocess.classes."
             )
+        if path.startswith("task."):  # meta-test shapes: check_metatest_fits, when they matter
+            features[path] = static_num_features(path, name, pre_cfg)
+    if len(set(features.values())) > 1:
+        raise DatasetError(
+            "The datasets of task.mixture preprocess to different input sizes ("
+            + "; ".join(f"{p}: {n}" for p, n in features.items()) + "). Give them a common "
+            "shape with task.preprocess.resize and/or task.preprocess.pad_to."
+        )
+
+
+def static_num_features(ref_path: str, name: str, preprocess: PreprocessConfig) -> int:
+    """Input features of dataset ``name`` after ``preprocess``, from the registry (no loading)."""
+    try:
+        return math.prod(pre.output_shape(name, get_spec(name).example_shape, preprocess))
+    except DatasetError as err:
+        raise DatasetError(f"Config key '{ref_path}': {err}") from None
+
+
+def training_num_features(task: TaskConfig) -> int:
+    """The network's input size for this meta-training data, from the registry."""
+    path, name, _ = dataset_refs(task, MetaTestConfig(datasets=()))[0]
+    return static_num_features(path, name, task.preprocess)
+
+
+def check_metatest_fits(task: TaskConfig, metatest: MetaTestConfig,
+                        num_features: int | None = None) -> None:
+    """Every meta-test dataset reaches the network's inputs (``num_features``, default: what
+    the meta-training data preprocesses to), checked from the registry before any work."""
+    if num_features is None:
+        num_features = training_num_features(task)
+    for path, name, _ in dataset_refs(task, metatest):
+        if path.startswith("metatest."):
+            n = static_num_features(path, name, metatest.preprocess)
+            if n != num_features:
+                raise DatasetError(
+                    f"Meta-test dataset '{name}' ({path}) has {n} input features after "
+                    f"metatest.preprocess, but the network takes {num_features}. Preprocess it "
+                    "to that size (metatest.preprocess.resize or pad_to), choose another, or "
+                    "skip the meta-test (--no-metatest)."
+                )
 
 
 def check_datasets_ready(task: TaskConfig, metatest: MetaTestConfig | None,

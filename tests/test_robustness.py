@@ -1,0 +1,192 @@
+"""Every bad input family found by a skeptical user: exit 2 with a message that says how to fix
+it, before any work, and nothing of the user's changed. (tests/test_fuzz.py generates many
+more cases of each family.)"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vsml_es import cli
+from vsml_es.experiment import load_experiment
+from vsml_es.storage.checkpoint import MANIFEST, checkpoint_dirs
+from vsml_es.storage.params import load_params, save_params
+
+QUICKSTART = str(Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml")
+TINY = ["training.population_size=8", "training.eval_chunk=8", "training.generations=2",
+        "task.episode_length=8", "checkpoint.every=1", "logging.progress=false",
+        "distributed.workers=0", "metatest.episodes=2", "metatest.steps=8",
+        "metatest.sgd_tuning_episodes=2", "metatest.datasets=[digits:test]"]
+
+
+def sets(extra: list[str] = ()) -> list[str]:
+    return [arg for kv in [*TINY, *extra] for arg in ("--set", kv)]
+
+
+def run(capsys, *argv: str) -> tuple[int, str]:
+    code = cli.main([str(a) for a in argv])
+    return code, " ".join(capsys.readouterr().err.split())
+
+
+def files(root: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in sorted(Path(root).rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("robust") / "run"
+    assert cli.main(["train", QUICKSTART, *sets(), "--run-dir", str(run_dir),
+                     "--no-metatest"]) == 0
+    return run_dir
+
+
+@pytest.mark.parametrize("override, message", [
+    ("training.sigma=.nan", "must be finite"),
+    ("training.sigma=.inf", "must be finite"),
+    ("training.learning_rate=.nan", "must be finite"),
+    ("model.output_bound=.inf", "must be finite"),
+    ("training.population_size=10000000000", "at most 1,048,576"),
+    ("training.seed=1180591620717411303424", "beyond a 64-bit integer"),
+    ("training.seed=4294967296", "seeds are between 0 and 2147483647"),
+    ("name=../../escaped", "no path separators"),
+    ("name=/tmp/abs", "no path separators"),
+    ("task.dataset=nope", "Unknown dataset 'nope'"),
+    ("metatest.datasets=[digits:test, nope:test]", "metatest.datasets[1]"),
+    ("training.strategy_kwargs={optimizer: adam}", "failed with training.strategy_kwargs"),
+    ("training.population_size=1", "Use 2."),
+    ("training.foo.bar=1", "training has no section 'foo'"),
+    ("training=5", "--set training.KEY=VALUE"),
+    ("metatest.steps=100000000", "at most 1,000,000"),
+    ("model.hidden_layers=[60000, 60000]", "more than this machine's"),
+])
+def test_bad_values_are_refused_before_work(tmp_path, capsys, override, message):
+    code, err = run(capsys, "train", QUICKSTART, *sets([override]), "--run-dir",
+                    tmp_path / "never")
+    assert code == 2 and err.startswith("error:") and message in err, err
+    assert not (tmp_path / "never").exists()
+    if override.startswith("training.foo"):
+        assert "training.sigma" not in err.split("Keys of")[0]
+
+
+def test_yaml_traps_are_refused(tmp_path, capsys):
+    cases = {
+        "alias.yaml": (b"training: &t {sigma: 0.1}\nother: *t\n", "anchors and aliases"),
+        "dup.yaml": (b"name: a\nname: b\n", "appears twice"),
+        "binary.yaml": (bytes(range(256)), "not UTF-8 text"),
+        "bomb.yaml": (b"a: &a [1,1,1,1,1,1,1,1,1]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n",
+                      "anchors and aliases"),
+    }
+    for name, (content, message) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        for command in ("config", "train", "compare"):
+            code, err = run(capsys, command, path, "--set", "distributed.workers=0")
+            assert code == 2 and message in err, (name, command, err)
+    code, err = run(capsys, "config", tmp_path)
+    assert code == 2 and "is a directory" in err
+    # YAML 1.1 reads 1e-3 (no dot) as a string; a float key takes it as the number it is.
+    assert load_experiment(None, ["training.sigma=1e-3"]).training.sigma == 0.001
+
+
+def test_a_users_directory_is_never_written_into(tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.yaml").write_text("my notes\n")
+    (mine / "params.npz").write_bytes(b"my data")
+    before = files(mine)
+    code, err = run(capsys, "train", QUICKSTART, *sets(), "--run-dir", mine)
+    assert code == 2 and "holds no vsml-es run" in err
+    assert files(mine) == before
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    code, err = run(capsys, "train", QUICKSTART, *sets(), "--run-dir", a_file)
+    assert code == 2 and "is a file" in err and a_file.read_text() == "x"
+
+
+def test_output_paths_are_checked_and_never_overwritten(finished, tmp_path, capsys):
+    mine = tmp_path / "report.txt"
+    mine.write_text("mine")
+    code, err = run(capsys, "evaluate", finished / "params.npz", "--out", mine)
+    assert code == 2 and "is a file" in err
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.md").write_text("mine")
+    code, err = run(capsys, "evaluate", finished / "params.npz", "--out", notes)
+    assert code == 2 and "did not write (todo.md)" in err
+    code, err = run(capsys, "export", finished, "-o", tmp_path)
+    assert code == 2 and ".vsml" in err
+    (tmp_path / "dir.vsml").mkdir()
+    code, err = run(capsys, "export", finished, "-o", tmp_path / "dir.vsml")
+    assert code == 2 and "is a directory" in err
+    target = tmp_path / "mine.vsml"
+    target.write_text("mine")
+    code, err = run(capsys, "export", finished, "-o", target)
+    assert code == 2 and "exists" in err and target.read_text() == "mine"
+    assert run(capsys, "export", finished, "-o", target, "--force")[0] == 0
+    assert load_params(target)[1]["format"] == "vsml-learner"
+    code, err = run(capsys, "compare", QUICKSTART, *sets(), "--out", notes)
+    assert code == 2 and "did not write" in err and files(notes) == {notes / "todo.md": b"mine"}
+
+
+def test_evaluate_checks_every_dataset_before_any_output(finished, tmp_path, capsys):
+    out = tmp_path / "eval"
+    code, err = run(capsys, "evaluate", finished / "params.npz", "--dataset", "digits:test",
+                    "--dataset", "nope:test", "--out", out)
+    assert code == 2 and "Unknown dataset 'nope'" in err and not out.exists()
+
+
+def test_data_dir_that_is_a_file(tmp_path, capsys, monkeypatch):
+    a_file = tmp_path / "data"
+    a_file.write_text("x")
+    code, err = run(capsys, "data", "prepare", "fashion_mnist", "--data-dir", a_file)
+    assert code == 2 and "which is a file" in err and a_file.read_text() == "x"
+
+
+def test_malformed_learner_files(finished, tmp_path, capsys):
+    params, meta = load_params(finished / "params.npz")
+    cases = {
+        "nan.npz": ({**params, "lstm_b": np.full_like(params["lstm_b"], np.nan)}, meta,
+                    "non-finite values"),
+        "shape.npz": (params, {**meta, "config": ["not", "a", "mapping"]}, "cannot use"),
+        "sizes.npz": (params, {**meta, "num_outputs": "ten"}, "cannot use"),
+    }
+    for name, (arrays, info, message) in cases.items():
+        save_params(tmp_path / name, arrays, info)
+        code, err = run(capsys, "evaluate", tmp_path / name, "--out", tmp_path / f"{name}-out")
+        assert code == 2 and message in err, (name, err)
+        assert not (tmp_path / f"{name}-out").exists()
+    vsml_file = tmp_path / "learner.vsml"
+    assert run(capsys, "export", finished, "-o", vsml_file)[0] == 0
+    arrays, info = load_params(vsml_file)
+    save_params(vsml_file, arrays, {**info, "format_version": "1"})
+    code, err = run(capsys, "evaluate", vsml_file)
+    assert code == 2 and "invalid .vsml format version '1'" in err and "Upgrade" not in err
+    save_params(vsml_file, arrays, {**info, "input": [1, 2]})
+    code, err = run(capsys, "evaluate", vsml_file)
+    assert code == 2 and "input is list, not a mapping" in err
+
+
+def test_a_manifest_of_the_wrong_shape_falls_back_to_the_previous_checkpoint(
+        finished, tmp_path, capsys):
+    copy = tmp_path / "run"
+    shutil.copytree(finished, copy)
+    newest = checkpoint_dirs(copy)[-1][1]
+    (newest / MANIFEST).write_text(json.dumps({"format": "vsml-es-checkpoint",
+                                               "files": ["state.npz"]}))
+    code, err = run(capsys, "resume", copy, "--no-metatest")
+    assert code == 0, err
+    assert "is unusable: its MANIFEST.json does not list files" in err
+    assert "using the previous valid checkpoint" in err
+
+
+def test_resume_of_a_run_whose_config_is_binary(finished, tmp_path, capsys):
+    copy = tmp_path / "run"
+    shutil.copytree(finished, copy)
+    shutil.rmtree(copy / "checkpoints")
+    (copy / "config.yaml").write_bytes(b"\xff\xfe\x00binary")
+    code, err = run(capsys, "resume", copy)
+    assert code == 2 and "not UTF-8 text" in err
