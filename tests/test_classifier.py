@@ -281,7 +281,8 @@ def test_learner_input_errors(vsml_file: Path) -> None:
          "for one example use X.reshape(1, -1)"),
         (lambda: fresh().partial_fit(np.full((2, 13), np.nan), [0, 1], classes=[0, 1]),
          "X contains NaN or infinity"),
-        (lambda: fresh().partial_fit([["a", "b"]], [0], classes=[0, 1]), "X must be numeric"),
+        (lambda: fresh().partial_fit([["a", "b"]], [0], classes=[0, 1]),
+         "X must hold real numbers"),
         (lambda: fresh().partial_fit(X[:5], y[:4], classes=[0, 1, 2]),
          "y must be 1-D with one label per row of X (5)"),
         (lambda: fitted.partial_fit(X[:5, :12], y[:5]),
@@ -357,3 +358,36 @@ def test_learner_file_errors(vsml_file: Path, tmp_path: Path) -> None:
             vsml_es.load_learner(path)
         assert isinstance(err.value, cli.UserError)  # the CLI prints it, exit code 2
         assert message in str(err.value), (path, str(err.value))
+
+
+def test_scikit_learn_conventions(vsml_file: Path) -> None:
+    """clone, get/set_params, a Pipeline and cross_val_score, as with any sklearn classifier."""
+    from sklearn.base import clone, is_classifier
+    from sklearn.model_selection import KFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = wine()
+    clf = vsml_es.load_learner(vsml_file, normalize="none", random_state=3)
+    assert is_classifier(clf)
+    params = clf.get_params()
+    assert params["normalize"] == "none" and params["random_state"] == 3
+    twin = clone(clf)  # sklearn checks that the constructor keeps every argument as given
+    assert twin is not clf and twin.get_params()["random_state"] == 3
+    assert twin.set_params(random_state=4).random_state == 4 and twin.classes_ is None
+
+    pipe = make_pipeline(StandardScaler(), clone(clf))
+    pipe.fit(X[:120], y[:120])
+    direct = clone(clf).fit(StandardScaler().fit(X[:120]).transform(X[:120]), y[:120])
+    scaled = StandardScaler().fit(X[:120]).transform(X[120:])
+    np.testing.assert_array_equal(pipe.predict(X[120:]), direct.predict(scaled))
+    assert pipe.score(X[120:], y[120:]) == direct.score(scaled, y[120:])
+
+    folds = KFold(3, shuffle=True, random_state=0)
+    scores = cross_val_score(make_pipeline(StandardScaler(), clf), X, y, cv=folds)
+    by_hand = [make_pipeline(StandardScaler(), clone(clf)).fit(X[a], y[a]).score(X[b], y[b])
+               for a, b in folds.split(X)]
+    np.testing.assert_allclose(scores, by_hand)  # every fold starts from a fresh learner
+    assert scores.shape == (3,) and np.all((0 <= scores) & (scores <= 1))
+    with pytest.raises(LearnerError, match="normalize"):
+        clone(clf).set_params(normalize="zscore")

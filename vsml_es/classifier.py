@@ -22,6 +22,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 from vsml_es import preprocess as pre
 from vsml_es.config import PreprocessConfig
@@ -133,17 +134,36 @@ def _chunks(rows: np.ndarray) -> list[tuple[np.ndarray, int]]:
 # The classifier
 
 
-class OnlineClassifier:
-    """Online classifier in scikit-learn's style; learning happens only in the LSTM states.
+class OnlineClassifier(ClassifierMixin, BaseEstimator):
+    """Online classifier following scikit-learn's conventions; learning happens only in the
+    LSTM states.
 
     ``partial_fit`` predicts each example before learning from its label (online, in order),
-    exactly as in meta-training. ``predict``/``predict_proba``/``score`` never learn.
+    exactly as in meta-training. ``predict``/``predict_proba``/``score`` never learn. ``fit``
+    starts over, so ``clone``, ``Pipeline``, ``GridSearchCV`` and ``cross_val_score`` work as
+    with any scikit-learn classifier (the constructor arguments are kept as given).
     """
 
     def __init__(self, params: dict[str, Any], spec: LearnerFile, *, normalize: str | None = None,
                  input_map: str = "auto", random_state: int | jax.Array = 0,
                  projection_seed: int = 0):
-        normalize = normalize or spec.preprocess.normalize
+        self.params = params
+        self.spec = spec
+        self.normalize = normalize
+        self.input_map = input_map
+        self.random_state = random_state
+        self.projection_seed = projection_seed
+        self._setup()
+
+    def set_params(self, **params: Any) -> OnlineClassifier:
+        super().set_params(**params)
+        self._setup()
+        return self
+
+    def _setup(self) -> None:
+        """Check the settings and derive what the jitted functions take; forget the task."""
+        spec, input_map = self.spec, self.input_map
+        normalize = self.normalize or spec.preprocess.normalize
         if normalize not in NORMALIZE:
             raise LearnerError(f"normalize is '{normalize}'; valid: {', '.join(NORMALIZE)}.")
         if input_map not in INPUT_MAPS:
@@ -154,12 +174,8 @@ class OnlineClassifier:
                 f"file has {len(spec.stats)} ({', '.join(s[0] for s in spec.stats) or 'none'}). "
                 "Standardize X yourself and pass normalize='none', or use normalize='example'."
             )
-        self.params = jax.tree.map(jnp.asarray, params)
-        self.spec = spec
-        self.normalize = normalize
-        self.input_map = input_map
-        self.random_state = random_state
-        self.projection_seed = projection_seed
+        self._normalize = normalize
+        self._params = jax.tree.map(jnp.asarray, self.params)
         self._learner = spec.learner
         self._sizes = (spec.num_inputs, spec.num_outputs)
         self.reset()
@@ -193,7 +209,7 @@ class OnlineClassifier:
         """Forget everything learned (fresh random LSTM states), the classes and feature count."""
         if random_state is not None:
             self.random_state = random_state
-        self._state = _init(self.params, _key(self.random_state), self._learner, self._sizes)
+        self._state = _init(self._params, _key(self.random_state), self._learner, self._sizes)
         self.classes_: np.ndarray | None = None
         self.n_features_in_: int | None = None
         self.n_seen_ = 0
@@ -225,7 +241,7 @@ class OnlineClassifier:
         k = len(self.classes_)
         predictions = []
         for (x_chunk, n), (y_chunk, _) in zip(_chunks(xs), _chunks(ys), strict=True):
-            self._state, logits = _learn(self.params, self._state, x_chunk, y_chunk,
+            self._state, logits = _learn(self._params, self._state, x_chunk, y_chunk,
                                          np.arange(CHUNK) < n, self._matrix, self._learner,
                                          self._sizes, self._pipe)
             predictions.append(np.argmax(np.asarray(logits[:n, :k]), axis=1))
@@ -249,7 +265,7 @@ class OnlineClassifier:
         k = len(self.classes_)
         proba = []
         for x_chunk, n in _chunks(self._rows(X, learning=False)):
-            logits = _predict_logits(self.params, self._state, x_chunk, self._matrix,
+            logits = _predict_logits(self._params, self._state, x_chunk, self._matrix,
                                      self._learner, self._sizes, self._pipe)
             proba.append(np.asarray(jax.nn.softmax(logits[:n, :k], axis=-1), dtype=np.float64))
         return np.concatenate(proba)
@@ -297,7 +313,7 @@ class OnlineClassifier:
 
     def _configure_inputs(self, shape: tuple[int, ...]) -> None:
         """Choose preprocessing and the pad/projection for examples of ``shape`` (once)."""
-        cfg = dataclasses.replace(self.spec.preprocess, normalize=self.normalize, shuffle="none",
+        cfg = dataclasses.replace(self.spec.preprocess, normalize=self._normalize, shuffle="none",
                                   projection="none", classes=())
         target, n, mode = self.spec.example_shape, self.n_inputs, self.input_map
         resizable = (len(shape) == 3 and target is not None and len(target) == 3
@@ -330,7 +346,7 @@ class OnlineClassifier:
                 f"X has {features} features, more than the network's {n} inputs; zero-padding "
                 "cannot drop features: use input_map='project' (or 'auto')."
             )
-        _, mean, std = self.spec.stats[0] if self.normalize == "dataset" else ("", 0.0, 1.0)
+        _, mean, std = self.spec.stats[0] if self._normalize == "dataset" else ("", 0.0, 1.0)
         self._pipe = _Pipeline(cfg, mean, std, pad_to=n if mode == "pad" else None,
                                project=mode == "project")
         if mode == "project":

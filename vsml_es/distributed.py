@@ -72,6 +72,17 @@ def _cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
+class _DropTokenNotice(logging.Filter):
+    """Ray 2.60 announces on every start that token authentication is on. For the private Ray
+    it tells the user nothing they need (it is loopback-only and has its token): dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Token authentication is enabled for this Ray cluster" not in record.getMessage()
+
+
+_TOKEN_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
 def _init_ray(dist: DistributedConfig) -> None:
     import ray
 
@@ -119,6 +130,8 @@ def ray_session(dist: DistributedConfig) -> Iterator[None]:
 
     if ray.is_initialized():
         raise RuntimeError("Ray is already initialized in this process; shut it down first.")
+    notice = _DropTokenNotice()
+    logging.getLogger(_TOKEN_LOGGER).addFilter(notice)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called",
@@ -127,6 +140,7 @@ def ray_session(dist: DistributedConfig) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+        logging.getLogger(_TOKEN_LOGGER).removeFilter(notice)
 
 
 def resolve_workers(dist: DistributedConfig) -> int:
