@@ -15,7 +15,8 @@ import textwrap
 from vsml_es.errors import UserError
 
 # Order shown in --help. A module missing here is simply not offered.
-COMMAND_MODULES = ("train", "resume", "evaluate", "export", "data", "config", "compare")
+COMMAND_MODULES = ("train", "resume", "evaluate", "export", "data", "config", "compare",
+                   "runs", "plot")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -140,6 +140,9 @@ ES_SETTING_KEYS = ("strategy", "sigma", "learning_rate", "optimizer", "fitness_s
 class LoggingConfig:
     log_every: int = 1  # generations between metric rows
     progress: bool = True  # tqdm progress bar (off automatically without a terminal)
+    tensorboard: bool = False  # TensorBoard event files in RUN/tensorboard (tensorboardX)
+    # Weights & Biases, e.g. {project: vsml, mode: offline}; {} = off (pip install vsml-es[wandb])
+    wandb: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

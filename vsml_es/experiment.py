@@ -27,6 +27,7 @@ from vsml_es.es import validate_strategy
 from vsml_es.learners import validate_learner_names
 from vsml_es.preprocess import validate_task_config
 from vsml_es.tasks import check_dataset_refs
+from vsml_es.tracking import validate_tracking
 
 
 def validate(config: Config) -> Config:
@@ -35,6 +36,7 @@ def validate(config: Config) -> Config:
     check_dataset_refs(config.task, config.metatest)
     validate_learner_names(config)
     validate_strategy(config.training)
+    validate_tracking(config.logging)
     _validate_es_settings(config)
     return config
 

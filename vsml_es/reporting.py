@@ -166,3 +166,66 @@ def plot_curves(path: Path, curves: list[Curves]) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------
+# Meta-training plots
+
+TRAINING_METRICS = {
+    "fitness_mean": "mean population fitness (online loss)",
+    "accuracy_mean": "mean online accuracy in meta-training episodes",
+    "mean_norm": "norm of the ES mean (meta-parameters)",
+    "seconds": "seconds per generation",
+}
+
+
+def t_interval(values: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Half-width of the 95% t-interval of the mean (few seeds: a normal one is too narrow)."""
+    from scipy import stats
+
+    n = values.shape[axis]
+    if n < 2:
+        return np.full(np.delete(values.shape, axis), np.nan)
+    return stats.t.ppf(0.975, n - 1) * values.std(axis=axis, ddof=1) / np.sqrt(n)
+
+
+def plot_meta_training(path: Path, groups: dict[str, list[list[dict[str, Any]]]],
+                       metrics: tuple[str, ...] = tuple(TRAINING_METRICS)) -> None:
+    """One panel per metric against generation; each group (runs that differ only in their
+    seed) as its mean with a shaded 95% interval across runs, a single run as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(2, len(metrics))
+    rows = (len(metrics) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(6.0 * cols, 3.6 * rows), dpi=110,
+                             squeeze=False)
+    for ax, metric in zip(axes.flat, metrics, strict=False):
+        for label, runs in groups.items():
+            series = [{r["generation"] + 1: r[metric] for r in run
+                       if isinstance(r.get(metric), int | float)} for run in runs]
+            common = sorted(set.intersection(*(set(s) for s in series))) if series else []
+            if not common:
+                continue
+            values = np.array([[s[g] for g in common] for s in series], dtype=float)
+            mean = values.mean(axis=0)
+            name = f"{label} ({len(runs)} runs)" if len(runs) > 1 else label
+            ax.plot(common, mean, label=name)
+            if len(runs) > 1:
+                half = t_interval(values)
+                ax.fill_between(common, mean - half, mean + half, alpha=0.2)
+        ax.set_xlabel("generation")
+        ax.set_ylabel(metric)
+        ax.set_title(TRAINING_METRICS.get(metric, metric), fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if labels:
+        axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)

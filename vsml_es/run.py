@@ -25,6 +25,7 @@ from vsml_es.paths import check_new_run_dir, check_output_dir
 from vsml_es.reporting import OUTPUT_FILES
 from vsml_es.resources import check_fits
 from vsml_es.resume import ResumePlan, plan_resume
+from vsml_es.runs import plot_runs
 from vsml_es.storage.learner_file import read_learner_file
 from vsml_es.tasks import (
     build_task,
@@ -33,6 +34,7 @@ from vsml_es.tasks import (
     check_metatest_fits,
     training_num_features,
 )
+from vsml_es.tracking import open_trackers
 from vsml_es.trainer import Trainer, write_run_config
 
 __all__ = ["TrainResult", "compare", "default_run_dir", "evaluate_file", "export_run",
@@ -74,10 +76,14 @@ def train(config: Config, run_dir: Path, *, resume: ResumePlan | None = None,
             state = trainer.run(state)
     minutes = (time.perf_counter() - started) / 60
     params = trainer.mean_params(state)
+    plot_runs([run_dir], run_dir / "plots" / "meta_training.png")
     summaries = None
     if metatest:
         summaries = run_metatest([meta_learned(config, params)], config, run_dir / "metatest",
                                  training=(task, data), num_features=task.num_features)
+        trackers = open_trackers(config.logging, run_dir, state.generation, append=True)
+        trackers.log_metatest(summaries)
+        trackers.close()
     return TrainResult(run_dir, state.generation, minutes,
                        trainer.last_row.get("fitness_mean", float("nan")), params, summaries)
 

@@ -24,11 +24,13 @@ from vsml_es.evaluator import EvalSpec, Evaluator, LocalEvaluator, build_eval_sp
 from vsml_es.learners import Params
 from vsml_es.metrics import MetricsLog
 from vsml_es.resume import ResumePlan, rewind
+from vsml_es.runs import write_status
 from vsml_es.signals import GenerationAbandoned, StopSignals, TrainingInterrupted
 from vsml_es.storage.atomic import atomic_write_bytes
 from vsml_es.storage.checkpoint import Checkpoint, Snapshot, prune, save_checkpoint
 from vsml_es.storage.params import save_params
 from vsml_es.tasks import Data
+from vsml_es.tracking import open_trackers
 
 # Stream tags folded into the run seed, so ES noise, initial parameters and episode data never
 # share random numbers.
@@ -180,6 +182,9 @@ class Trainer:
         total = self.config.training.generations
         every = self.config.checkpoint.every
         self.write_config()
+        trackers = open_trackers(self.config.logging, self.run_dir, state.generation,
+                                 config_to_dict(self.config))
+        write_status(self.run_dir, "running", state.generation)
         log = MetricsLog(self.run_dir)
         bar = _ProgressBar(total, state.generation, progress, self.config.logging.progress)
         with StopSignals() as stop:
@@ -190,15 +195,20 @@ class Trainer:
                     g = new_state.generation
                     if g % self.config.logging.log_every == 0 or g == total:
                         log.write(row)
+                        trackers.log(row, self.evaluator.status())
                     state, self.last_row = new_state, row
                     bar.update(row, self.evaluator.status())
                     if g % every == 0 or g == total:
                         self.save_checkpoint(state, log)
             except GenerationAbandoned:
                 pass
-            except BaseException:
+            except BaseException as err:
                 self._save_on_crash(state, log)
                 log.close()
+                trackers.close()
+                crashed = not isinstance(err, KeyboardInterrupt)
+                write_status(self.run_dir, "crashed" if crashed else "interrupted",
+                             state.generation)
                 raise
             finally:
                 bar.close()
@@ -206,9 +216,12 @@ class Trainer:
             if self._checkpointed != state.generation:
                 path = self.save_checkpoint(state, log)
             log.close()
+            trackers.close()
             if stop.requested is not None:
+                write_status(self.run_dir, "interrupted", state.generation)
                 raise TrainingInterrupted(stop.requested, state.generation, path)
         self.save_final(state)
+        write_status(self.run_dir, "finished", state.generation)
         return state
 
     def _save_on_crash(self, state: TrainState, log: MetricsLog) -> None:
