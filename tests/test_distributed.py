@@ -287,6 +287,19 @@ def test_embedded_default_listens_on_loopback_only_and_leaves_nothing_behind(
     assert not ray_processes(), "Ray processes outlived 'vsml-es train'"
 
 
+def test_the_private_ray_prints_no_token_notice(tmp_path: Path) -> None:
+    """Ray announces token authentication on every start when RAY_AUTH_MODE is unset; for
+    the private, loopback-only Ray that is noise, and vsml-es drops it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    command = [shutil.which("vsml-es") or sys.executable, *([] if shutil.which("vsml-es") else
+               ["-m", "vsml_es.cli"]), "train", EXPERIMENT, *sets(["training.generations=1"]),
+               "--run-dir", str(tmp_path / "run"), "--no-metatest"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "private Ray" in done.stdout
+    assert "Token authentication" not in done.stderr + done.stdout
+
+
 def test_ctrl_c_checkpoints_and_stops_every_ray_process(tmp_path: Path) -> None:
     """Ctrl-C in a terminal signals the whole process group: Ray's own processes included."""
     command = [shutil.which("vsml-es") or sys.executable, *([] if shutil.which("vsml-es") else
