@@ -30,3 +30,19 @@ TINY = [
 @pytest.fixture
 def tiny_overrides() -> list[str]:
     return list(TINY)
+
+
+@pytest.fixture
+def dataset_loads(monkeypatch) -> list[tuple[str, str]]:
+    """Every (name, split) that tasks load from now on, in order."""
+    from vsml_es import tasks
+
+    seen: list[tuple[str, str]] = []
+    real = tasks.load_dataset
+
+    def spy(name, split="train", data_dir=None):
+        seen.append((name, split))
+        return real(name, split, data_dir)
+
+    monkeypatch.setattr(tasks, "load_dataset", spy)
+    return seen

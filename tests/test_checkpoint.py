@@ -274,9 +274,10 @@ def damage(checkpoint: Path, how: str) -> None:
 @pytest.mark.parametrize("how,reasons", [
     ("state.npz", ["state.npz does not match its SHA-256"]),
     ("meta.json", ["meta.json does not match its SHA-256"]),
-    # A flipped manifest byte breaks its JSON, or a hash or size it records.
+    # A flipped manifest byte breaks its JSON, its structure, or a hash or size it records.
     ("MANIFEST.json", ["MANIFEST.json is unreadable", "does not match its SHA-256",
-                       "the manifest says"]),
+                       "the manifest says", "does not list files as name: {sha256, size}",
+                       "is not a vsml-es-checkpoint manifest"]),
     ("truncate state.npz", ["state.npz has ", "bytes, the manifest says"]),
     ("no manifest", ["no MANIFEST.json (it was not completely written)"]),
     ("missing meta.json", ["meta.json is missing"]),

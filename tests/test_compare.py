@@ -22,15 +22,8 @@ QUICKSTART = str(EXPERIMENTS / "quickstart.yaml")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def test_learning_rate_search_sees_only_meta_training_data(monkeypatch, tiny_overrides):
-    seen: list[tuple[str, str]] = []
-    real = tasks.load_dataset
-
-    def spy(name, split="train", data_dir=None):
-        seen.append((name, split))
-        return real(name, split, data_dir)
-
-    monkeypatch.setattr(tasks, "load_dataset", spy)
+def test_learning_rate_search_sees_only_meta_training_data(dataset_loads, tiny_overrides):
+    seen = dataset_loads
     base = [*tiny_overrides, "metatest.baselines=[sgd, adam]"]
     config = load_experiment(QUICKSTART, [*base, "metatest.datasets=[digits:test]"])
     tuned = tune_baselines(config, *tasks.build_task(config.task), 12)

@@ -5,26 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vsml_es import run, tasks
+from vsml_es import run
 from vsml_es.experiment import load_experiment
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
 
 
-def count_loads(monkeypatch) -> list[tuple[str, str]]:
-    seen: list[tuple[str, str]] = []
-    real = tasks.load_dataset
-
-    def spy(name, split="train", data_dir=None):
-        seen.append((name, split))
-        return real(name, split, data_dir)
-
-    monkeypatch.setattr(tasks, "load_dataset", spy)
-    return seen
-
-
-def test_train_builds_the_training_task_once(tmp_path, monkeypatch, tiny_overrides):
-    seen = count_loads(monkeypatch)
+def test_train_builds_the_training_task_once(tmp_path, dataset_loads, tiny_overrides):
+    seen = dataset_loads
     config = load_experiment(QUICKSTART, [*tiny_overrides, "metatest.baselines=[sgd, adam]"])
     result = run.start_training(config, tmp_path / "run", log=lambda message: None)
     # Meta-training, the up-front meta-test check, baseline tuning: one load of the training
@@ -35,9 +23,9 @@ def test_train_builds_the_training_task_once(tmp_path, monkeypatch, tiny_overrid
         "VSML", "SGD linear", "Adam linear"]
 
 
-def test_compare_builds_the_training_task_once_for_every_learner(tmp_path, monkeypatch,
+def test_compare_builds_the_training_task_once_for_every_learner(tmp_path, dataset_loads,
                                                                   tiny_overrides):
-    seen = count_loads(monkeypatch)
+    seen = dataset_loads
     config = load_experiment(QUICKSTART, [*tiny_overrides, "compare.learners=[vsml, hebbian]",
                                           "metatest.baselines=[sgd]"])
     summaries, timing = run.compare(config, tmp_path / "cmp", log=lambda message: None)

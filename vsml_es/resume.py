@@ -45,18 +45,19 @@ def is_safe(path: str) -> bool:
                for key in SAFE_TO_CHANGE)
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as {dot.path: leaf}."""
     if isinstance(tree, dict):
         flat: dict[str, Any] = {}
         for key, value in tree.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         return flat
     return {prefix.rstrip("."): tree}
 
 
 def config_differences(old: Config, new: Config) -> list[tuple[str, Any, Any]]:
     """(key, old value, new value) for every leaf that differs, in config order."""
-    a, b = _flatten(config_to_dict(old)), _flatten(config_to_dict(new))
+    a, b = flatten(config_to_dict(old)), flatten(config_to_dict(new))
     keys = list(a) + [k for k in b if k not in a]
     return [(k, a.get(k), b.get(k)) for k in keys if a.get(k) != b.get(k)]
 

@@ -19,7 +19,7 @@ from typing import Any
 from vsml_es.config import read_yaml_file
 from vsml_es.errors import ConfigError
 from vsml_es.reporting import TRAINING_METRICS, plot_meta_training
-from vsml_es.resume import is_safe
+from vsml_es.resume import flatten, is_safe
 from vsml_es.storage.atomic import atomic_write_bytes
 from vsml_es.storage.checkpoint import checkpoint_dirs, latest_checkpoint
 
@@ -142,15 +142,6 @@ def find_runs(root: Path, depth: int = 3) -> list[Path]:
     return found
 
 
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            out.update(_flat(value, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): json.dumps(tree, sort_keys=True)}
-
-
 def seed_groups(runs: list[Path]) -> dict[str, list[Path]]:
     """Runs that differ only in ``training.seed`` (and keys that cannot change the result)
     grouped, each group named by the settings that set it apart from the others."""
@@ -158,7 +149,7 @@ def seed_groups(runs: list[Path]) -> dict[str, list[Path]]:
     settings: dict[tuple, dict[str, Any]] = {}
     for run in runs:
         config = load_run_config(run) or {"name": run.name}
-        flat = {k: v for k, v in _flat(config).items()
+        flat = {k: json.dumps(v, sort_keys=True) for k, v in flatten(config).items()
                 if not is_safe(k) and k != "training.seed"}
         key = tuple(sorted(flat.items()))
         keyed.setdefault(key, []).append(run)
