@@ -38,6 +38,10 @@ settings.register_profile(
     "thorough", max_examples=2000, derandomize=False, deadline=None, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 settings.load_profile(os.environ.get("VSML_ES_FUZZ", "ci"))
+if os.environ.get("VSML_ES_FUZZ_EXAMPLES"):  # e.g. a shorter thorough run of one target
+    settings.register_profile("custom", parent=settings(),
+                              max_examples=int(os.environ["VSML_ES_FUZZ_EXAMPLES"]))
+    settings.load_profile("custom")
 
 QUICKSTART = str(Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml")
 TINY = ["training.population_size=8", "training.eval_chunk=8", "training.generations=2",
