@@ -246,3 +246,57 @@ def test_fuzz_learner_api(run_files, X, y, classes, predict_first):
         assert str(err)
     else:
         assert np.all(np.isfinite(proba)) and np.allclose(proba.sum(axis=1), 1.0, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def restorer(run_files):
+    """A trainer for the fuzz run, built once: restoring is what a resume does with metadata."""
+    from vsml_es.experiment import experiment_from_dict
+    from vsml_es.trainer import Trainer
+
+    run_dir, _ = run_files
+    config = experiment_from_dict(load_yaml_dict(run_dir / "config.yaml"))
+    return Trainer(config, run_dir)
+
+
+def load_yaml_dict(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+@given(key=st.sampled_from(["es_state", "es_params", "mean_params", "config", "generation",
+                            "rng_key_impl", "format_version", "metrics_position", "format"]),
+       value=json_values, spec_field=st.sampled_from(["name", "path", "dtype", "shape",
+                                                      "key_impl", "weak_type"]),
+       spec_value=json_values)
+def test_fuzz_checkpoint_metadata_restore(run_files, tmp_path_factory, restorer, key, value,
+                                          spec_field, spec_value):
+    """The in-process core of the previous target (fast enough for 2,000 cases): metadata of
+    the wrong shape, top level or inside one array description, behind a matching manifest,
+    read and restored the way a resume does."""
+    import hashlib
+
+    from vsml_es.errors import CheckpointError
+    from vsml_es.storage.checkpoint import read_checkpoint
+
+    run_dir, _ = run_files
+    newest = checkpoint_dirs(run_dir)[-1][1]
+    copy = tmp_path_factory.mktemp("restore") / newest.name
+    shutil.copytree(newest, copy)
+    meta = json.loads((copy / "meta.json").read_text())
+    meta[key] = value
+    if isinstance(meta.get("es_state"), list) and meta["es_state"] and isinstance(
+            meta["es_state"][0], dict):
+        meta["es_state"][0][spec_field] = spec_value
+    payload = json.dumps(meta).encode()
+    (copy / "meta.json").write_bytes(payload)
+    manifest = json.loads((copy / "MANIFEST.json").read_text())
+    manifest["files"]["meta.json"] = {"sha256": hashlib.sha256(payload).hexdigest(),
+                                      "size": len(payload)}
+    (copy / "MANIFEST.json").write_text(json.dumps(manifest))
+    try:
+        checkpoint = read_checkpoint(copy)
+        restorer.restore(checkpoint)
+    except (CheckpointError, UserError) as err:
+        assert str(err)
