@@ -25,13 +25,16 @@ def imports(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            for alias in node.names:  # "from vsml_es import vsml" imports a submodule
-                sub = f"{node.module}.{alias.name}"
-                found.add(sub if sub in MODULES else node.module)
+            # "from vsml_es.data import builtin" needs the package vsml_es.data (its
+            # __init__ runs first) and the submodule vsml_es.data.builtin.
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
     return found
 
 
-GRAPH = {name: {m for m in imports(path) if m in MODULES and m != name}
+# The root package is left out: every module is imported through it, and it imports nothing
+# at load time but host_devices and version.
+GRAPH = {name: {m for m in imports(path) if m in MODULES and m not in (name, "vsml_es")}
          for name, path in MODULES.items()}
 
 

@@ -19,7 +19,7 @@ from vsml_es.data import DatasetError, load_dataset, prepare_dataset, tfds_store
 from vsml_es.data.fetch import verify_bytes
 from vsml_es.data.sources import FASHION_MNIST
 from vsml_es.experiment import load_experiment
-from vsml_es.tasks import check_metatest_datasets, load_task
+from vsml_es.tasks import check_datasets_ready, check_metatest_fits, load_task
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
 
@@ -128,7 +128,8 @@ def test_quickstart_meta_tests_fashion_mnist_at_the_trained_input_size(prepared)
     data_dir, _ = prepared
     config = load_experiment(QUICKSTART, [f"task.data_dir={data_dir}"])
     assert "fashion_mnist:test" in config.metatest.datasets
-    check_metatest_datasets(config.task, config.metatest, 64)  # raises if missing or misfit
+    check_datasets_ready(config.task, config.metatest)  # raises if missing
+    check_metatest_fits(config.task, config.metatest, 64)  # or if it misfits
     t, mt = config.task, config.metatest
     task, data = load_task("fashion_mnist:test", "test", 5, t.num_classes, True, t.data_dir,
                            num_features=64, preprocess=mt.preprocess)

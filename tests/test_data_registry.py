@@ -21,7 +21,7 @@ from vsml_es.data import (
     prepare_dataset,
 )
 from vsml_es.experiment import load_experiment
-from vsml_es.tasks import check_metatest_datasets
+from vsml_es.tasks import check_datasets_ready
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
 ALL = ["cifar10", "digits", "emnist", "fashion_mnist", "kmnist", "mnist", "mnist1d", "omniglot",
@@ -145,5 +145,5 @@ def test_cli_prepare_errors_exit_2_with_a_message(tmp_path, capsys):
 def test_training_refuses_to_start_without_its_meta_test_data(tmp_path):
     config = load_experiment(QUICKSTART, [f"task.data_dir={tmp_path}"])
     with pytest.raises(DatasetError, match="'fashion_mnist' is not prepared") as err:
-        check_metatest_datasets(config.task, config.metatest, 64)
+        check_datasets_ready(config.task, config.metatest)
     assert f"vsml-es data prepare fashion_mnist --data-dir {tmp_path}" in str(err.value)

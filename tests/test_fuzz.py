@@ -12,6 +12,7 @@ CI profile is fixed-seed and quick; ``VSML_ES_FUZZ=thorough`` runs 2,000 cases p
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -189,6 +190,16 @@ json_values = st.recursive(
     max_leaves=8)
 
 
+def write_meta_behind_its_manifest(checkpoint: Path, meta: dict) -> None:
+    """Replace meta.json and record its new hash and size, as if written so."""
+    payload = json.dumps(meta).encode()
+    (checkpoint / "meta.json").write_bytes(payload)
+    manifest = json.loads((checkpoint / "MANIFEST.json").read_text())
+    manifest["files"]["meta.json"] = {"sha256": hashlib.sha256(payload).hexdigest(),
+                                      "size": len(payload)}
+    (checkpoint / "MANIFEST.json").write_text(json.dumps(manifest))
+
+
 @given(key=st.sampled_from(["es_state", "es_params", "mean_params", "config", "generation",
                             "rng_key_impl", "format_version", "metrics_position", "format"]),
        value=json_values)
@@ -196,20 +207,13 @@ def test_fuzz_checkpoint_metadata_with_a_matching_manifest(run_files, tmp_path_f
                                                            value):
     """Well-formed JSON of the wrong shape whose manifest was rewritten to match: the SHA-256
     check passes, so the structure itself must be checked."""
-    import hashlib
-
     run_dir, _ = run_files
     copy = tmp_path_factory.mktemp("meta") / "run"
     shutil.copytree(run_dir, copy)
     newest = checkpoint_dirs(copy)[-1][1]
     meta = json.loads((newest / "meta.json").read_text())
     meta[key] = value
-    payload = json.dumps(meta).encode()
-    (newest / "meta.json").write_bytes(payload)
-    manifest = json.loads((newest / "MANIFEST.json").read_text())
-    manifest["files"]["meta.json"] = {"sha256": hashlib.sha256(payload).hexdigest(),
-                                      "size": len(payload)}
-    (newest / "MANIFEST.json").write_text(json.dumps(manifest))
+    write_meta_behind_its_manifest(newest, meta)
     code, err = run_cli("resume", str(copy), "--no-metatest", "--set",
                         "training.generations=3")
     assert_clean(code, err)
@@ -275,7 +279,6 @@ def test_fuzz_checkpoint_metadata_restore(run_files, tmp_path_factory, restorer,
     """The in-process core of the previous target (fast enough for 2,000 cases): metadata of
     the wrong shape, top level or inside one array description, behind a matching manifest,
     read and restored the way a resume does."""
-    import hashlib
 
     from vsml_es.errors import CheckpointError
     from vsml_es.storage.checkpoint import read_checkpoint
@@ -289,12 +292,7 @@ def test_fuzz_checkpoint_metadata_restore(run_files, tmp_path_factory, restorer,
     if isinstance(meta.get("es_state"), list) and meta["es_state"] and isinstance(
             meta["es_state"][0], dict):
         meta["es_state"][0][spec_field] = spec_value
-    payload = json.dumps(meta).encode()
-    (copy / "meta.json").write_bytes(payload)
-    manifest = json.loads((copy / "MANIFEST.json").read_text())
-    manifest["files"]["meta.json"] = {"sha256": hashlib.sha256(payload).hexdigest(),
-                                      "size": len(payload)}
-    (copy / "MANIFEST.json").write_text(json.dumps(manifest))
+    write_meta_behind_its_manifest(copy, meta)
     try:
         checkpoint = read_checkpoint(copy)
         restorer.restore(checkpoint)

@@ -22,15 +22,10 @@ from vsml_es.evaluator import make_eval_spec
 from vsml_es.experiment import experiment_from_dict
 from vsml_es.metatest import meta_learned, run_metatest
 from vsml_es.paths import check_output_dir
+from vsml_es.resources import check_before_work
 from vsml_es.resume import plan_resume
 from vsml_es.storage.params import load_params
-from vsml_es.tasks import (
-    Data,
-    EpisodeSource,
-    build_task,
-    check_datasets_ready,
-    check_metatest_fits,
-)
+from vsml_es.tasks import Data, EpisodeSource, build_task
 from vsml_es.trainer import Trainer
 
 TIMING_FILE = "train_seconds.json"
@@ -88,8 +83,7 @@ def run_compare(config: Config, out_dir: Path, log: Any = print) -> tuple[list[d
     """Meta-train ``compare.learners``, meta-test everything; returns (summaries, timing)."""
     out_dir = Path(out_dir)
     check_output_dir(out_dir, OUTPUT_ENTRIES, "--out")
-    check_datasets_ready(config.task, config.metatest)
-    check_metatest_fits(config.task, config.metatest)
+    check_before_work(config)
     out_dir.mkdir(parents=True, exist_ok=True)
     contenders, timing = [], {}
     with open_backend(config.distributed, log) as backend:  # Ray first, then the data

@@ -1,4 +1,5 @@
-"""Will it fit? A memory estimate of one evaluation chunk, checked before any work.
+"""Will it run? What the config alone cannot tell, checked before any work: the datasets are
+prepared and fit the network, and one evaluation chunk fits in memory.
 
 Shapes far beyond memory do not fail politely: XLA aborts the process. VSML keeps an LSTM state
 (h and c) per connection for every member of a chunk, so its footprint is predictable.
@@ -10,6 +11,7 @@ import os
 
 from vsml_es.config import Config
 from vsml_es.errors import ConfigError
+from vsml_es.tasks import check_datasets_ready, check_metatest_fits, training_num_features
 
 WORKING_SET = 4  # states, their update and the gate temporaries live at once (measured ~3x)
 
@@ -42,3 +44,11 @@ def check_fits(config: Config, num_features: int) -> None:
             f"machine's {total / 2**30:.1f} GiB. Lower training.eval_chunk or the layer sizes "
             "(model.hidden_layers, the input size), or run on a cluster."
         )
+
+
+def check_before_work(config: Config, metatest: bool = True) -> None:
+    """Datasets prepared and fitting, memory enough: before Ray starts or data loads."""
+    check_datasets_ready(config.task, config.metatest if metatest else None)
+    if metatest:
+        check_metatest_fits(config.task, config.metatest)
+    check_fits(config, training_num_features(config.task))

@@ -23,17 +23,11 @@ from vsml_es.learners import Params
 from vsml_es.metatest import meta_learned, run_metatest
 from vsml_es.paths import check_new_run_dir, check_output_dir
 from vsml_es.reporting import OUTPUT_FILES
-from vsml_es.resources import check_fits
+from vsml_es.resources import check_before_work
 from vsml_es.resume import ResumePlan, plan_resume
 from vsml_es.runs import plot_runs
 from vsml_es.storage.learner_file import read_learner_file
-from vsml_es.tasks import (
-    build_task,
-    check_datasets_ready,
-    check_metatest_datasets,
-    check_metatest_fits,
-    training_num_features,
-)
+from vsml_es.tasks import build_task, check_datasets_ready, check_metatest_fits
 from vsml_es.tracking import open_trackers
 from vsml_es.trainer import Trainer, write_run_config
 
@@ -64,10 +58,9 @@ def train(config: Config, run_dir: Path, *, resume: ResumePlan | None = None,
     """
     run_dir = Path(run_dir)
     check_before_work(config, metatest)
+    write_run_config(run_dir, config)  # resumable from here on, even before a checkpoint
     with open_backend(config.distributed, log) as backend:  # Ray first, then the data
         task, data = build_task(config.task)
-        if metatest:  # a missing meta-test dataset fails now, not after training
-            check_metatest_datasets(config.task, config.metatest, task.num_features)
         spec = make_eval_spec(config, task)
         with backend.evaluator(spec, data) as evaluator:
             trainer = Trainer(config, run_dir, evaluator=evaluator, spec=spec, data=data)
@@ -88,22 +81,12 @@ def train(config: Config, run_dir: Path, *, resume: ResumePlan | None = None,
                        trainer.last_row.get("fitness_mean", float("nan")), params, summaries)
 
 
-def check_before_work(config: Config, metatest: bool = True) -> None:
-    """What the config alone cannot tell: datasets prepared and fitting, memory enough."""
-    check_datasets_ready(config.task, config.metatest if metatest else None)
-    if metatest:
-        check_metatest_fits(config.task, config.metatest)
-    check_fits(config, training_num_features(config.task))
-
-
 def start_training(config: Config, run_dir: Path | None = None, *, metatest: bool = True,
                    log: Report = print) -> TrainResult:
     """A new run in ``run_dir`` (default ``runs/NAME-TIMESTAMP``), never over another run."""
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
     check_new_run_dir(run_dir)
-    check_before_work(config, metatest)
     log(f"run directory: {run_dir}")
-    write_run_config(run_dir, config)  # resumable from here on, even before a checkpoint
     return train(config, run_dir, metatest=metatest, log=log)
 
 

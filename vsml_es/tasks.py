@@ -297,13 +297,6 @@ def load_metatest_task(ref: str, task: TaskConfig, metatest: MetaTestConfig, ste
                      num_features, preprocess=metatest.preprocess)
 
 
-def check_metatest_datasets(task: TaskConfig, metatest: MetaTestConfig, num_features: int) -> None:
-    """Load every meta-test dataset now: a missing or misfitting one fails before training,
-    with the command that fixes it, instead of after hours of meta-training."""
-    for ref in metatest.datasets:
-        load_metatest_task(ref, task, metatest, metatest.steps, num_features)
-
-
 def dataset_refs(task: TaskConfig, metatest: MetaTestConfig) -> list[tuple[str, str, str]]:
     """(config key, name, split) of every dataset a config names, training and meta-test."""
     refs = ([(f"task.mixture[{i}]", ref) for i, ref in enumerate(task.mixture)] if task.mixture
@@ -395,4 +388,4 @@ def check_datasets_ready(task: TaskConfig, metatest: MetaTestConfig | None,
             continue
         status = dataset_status(name, task.data_dir)
         if not status.available:
-            raise DatasetError(f"Dataset '{name}' ({path}) is not prepared: {status.detail}")
+            raise DatasetError(f"Dataset '{name}' is not prepared ({path}): {status.detail}")

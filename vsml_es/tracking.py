@@ -72,13 +72,17 @@ def _metatest_points(summaries: list[dict[str, Any]]) -> dict[str, list[tuple[in
 
 class TensorBoard:
     def __init__(self, run_dir: Path, start_generation: int | None):
-        from tensorboardX import SummaryWriter
-
         self.root = run_dir / "tensorboard"
-        # purge_step: events at or after the resumed generation came from the abandoned part.
-        self.writer = SummaryWriter(logdir=str(self.root), purge_step=start_generation)
+        self.start_generation = start_generation
+        self.writer: Any = None  # opened on the first row: a meta-test-only tracker adds none
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
+        if self.writer is None:
+            from tensorboardX import SummaryWriter
+
+            # purge_step: events at or after the resumed generation came from the abandoned
+            # part of the run.
+            self.writer = SummaryWriter(logdir=str(self.root), purge_step=self.start_generation)
         for name, value in scalars.items():
             self.writer.add_scalar(name, value, step)
         self.writer.flush()
@@ -93,7 +97,8 @@ class TensorBoard:
                     writer.add_scalar(tag, value, step)
 
     def close(self) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
 
 
 class WandB:

@@ -10,7 +10,8 @@ import functools
 import os
 from pathlib import Path
 
-from vsml_es.data import builtin, tfds_store  # noqa: F401  (they register their datasets)
+import vsml_es.data.builtin  # noqa: F401  (importing a provider registers its datasets)
+import vsml_es.data.tfds_store  # noqa: F401
 from vsml_es.data.registry import (
     _SPECS,
     ArrayDataset,

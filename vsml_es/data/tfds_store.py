@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vsml_es.data import fetch
+import vsml_es.data.fetch as fetch
 from vsml_es.data.lock import file_lock
 from vsml_es.data.registry import (
     ArrayDataset,
