@@ -15,13 +15,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
+from vsml_es import streams
 from vsml_es.learners.base import InitFn, Learner, Params, StepFn
+from vsml_es.streams import stream_key
 from vsml_es.tasks import Data, EpisodeSource
 
 
 def episode_keys(seed: jax.Array, generation: jax.Array, episode_ids: jax.Array) -> jax.Array:
     """Episode data is a pure function of (run seed, generation, episode id)."""
-    gen_key = jax.random.fold_in(jax.random.key(seed), generation)
+    gen_key = jax.random.fold_in(stream_key(seed, streams.EPISODES), generation)
     return jax.vmap(lambda i: jax.random.fold_in(gen_key, i))(episode_ids)
 
 

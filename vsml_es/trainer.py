@@ -17,6 +17,7 @@ import jax
 import numpy as np
 import yaml
 
+from vsml_es import streams
 from vsml_es.config import Config, config_to_dict
 from vsml_es.errors import CheckpointError, Report, ResumeError
 from vsml_es.es import Strategy, build_strategy, sanitize_fitness
@@ -29,13 +30,9 @@ from vsml_es.signals import GenerationAbandoned, StopSignals, TrainingInterrupte
 from vsml_es.storage.atomic import atomic_write_bytes
 from vsml_es.storage.checkpoint import Checkpoint, Snapshot, prune, save_checkpoint
 from vsml_es.storage.params import save_params
+from vsml_es.streams import stream_key
 from vsml_es.tasks import Data
 from vsml_es.tracking import open_trackers
-
-# Stream tags folded into the run seed, so ES noise, initial parameters and episode data never
-# share random numbers.
-ES_STREAM = 0x0E5
-INIT_STREAM = 0x1417
 
 
 @dataclass
@@ -62,12 +59,12 @@ class Trainer:
             spec, data = build_eval_spec(config)
         self.spec, self.data = spec, data
         self.evaluator = evaluator or LocalEvaluator(spec, data)
-        init_key = jax.random.fold_in(jax.random.key(config.training.seed), INIT_STREAM)
+        init_key = stream_key(config.training.seed, streams.INIT)
         self.template = spec.learner.init_params(init_key, spec.task.num_features,
                                                  spec.task.num_outputs)
         self.strategy: Strategy = build_strategy(config.training, self.template)
         self.episode_ids = self.strategy.episode_ids()
-        self._es_root = jax.random.fold_in(jax.random.key(config.training.seed), ES_STREAM)
+        self._es_root = stream_key(config.training.seed, streams.ES)
         self.last_row: dict[str, Any] = {}
         self._checkpointed: int | None = None  # generation of the newest checkpoint on disk
 
