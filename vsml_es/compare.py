@@ -83,7 +83,7 @@ def run_compare(config: Config, out_dir: Path, log: Any = print) -> tuple[list[d
     """Meta-train ``compare.learners``, meta-test everything; returns (summaries, timing)."""
     out_dir = Path(out_dir)
     check_output_dir(out_dir, OUTPUT_ENTRIES, "--out")
-    check_before_work(config)
+    check_before_work(config, learners=tuple(config.compare.learners))
     out_dir.mkdir(parents=True, exist_ok=True)
     contenders, timing = [], {}
     with open_backend(config.distributed, log) as backend:  # Ray first, then the data

@@ -97,6 +97,17 @@ class TrainingConfig:
     strategy_kwargs: dict[str, Any] = field(default_factory=dict)  # extra constructor args
     eval_chunk: int = 16  # members per jitted call: fixed shapes, results independent of sharding
     seed: int = 0
+    # es: evosax as above. imitation: Adam (learning_rate) on gradients through the unrolled
+    # inner loop, making the learner's online logits follow imitation_target's on the same
+    # streams (paper section 4.1); population_size episodes per step, generations steps.
+    method: str = "es"
+    imitation_target: str = "sgd"  # sgd | adam: online optimizer on a linear model
+    # The target's learning rate times the input size: its step moves the logits by the same
+    # amount at any input size, as VSML's mean over connections does (lr = this / features).
+    imitation_learning_rate: float = 32.0
+    # Start from these parameters (a .vsml file or a run's params.npz) instead of random ones:
+    # e.g. ES refining an imitation-trained learner. "" = random initial parameters.
+    init_params: str = ""
 
 
 @dataclass(frozen=True)
@@ -568,6 +579,7 @@ LIMITS: dict[str, tuple[float, str]] = {
     "training.eval_chunk": (2**16, "one chunk's episode states must fit in device memory"),
     "training.sigma": (1e3, "noise this large only explores overflow"),
     "training.learning_rate": (1e3, "ES steps this large only overflow"),
+    "training.imitation_learning_rate": (1e6, "the imitated optimizer would only overflow"),
     "task.episode_length": (10**6, "one episode's indices live on the device"),
     "task.num_classes": (10**5, "VSML keeps a state per connection to every output"),
     "metatest.steps": (10**6, "curves are stored per step and episode"),
@@ -643,6 +655,7 @@ def check_values(config: Config) -> None:
         ("training.generations", tr.generations),
         ("training.sigma", tr.sigma),
         ("training.learning_rate", tr.learning_rate),
+        ("training.imitation_learning_rate", tr.imitation_learning_rate),
         ("training.eval_chunk", tr.eval_chunk),
         ("metatest.episodes", mt.episodes),
         ("metatest.steps", mt.steps),
@@ -670,6 +683,8 @@ def check_values(config: Config) -> None:
     choices = {
         "task.fitness": (t.fitness, ("mean_loss", "last_loss")),
         "training.optimizer": (tr.optimizer, ("adam", "sgd")),
+        "training.method": (tr.method, ("es", "imitation")),
+        "training.imitation_target": (tr.imitation_target, ("sgd", "adam")),
     }
     for path, (value, valid) in choices.items():
         if value not in valid:

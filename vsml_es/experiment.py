@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import jax
+
 from vsml_es.config import (
     ES_SETTING_KEYS,
     Config,
@@ -24,8 +26,9 @@ from vsml_es.config import (
 )
 from vsml_es.errors import ConfigError
 from vsml_es.es import validate_strategy
-from vsml_es.learners import validate_learner_names
+from vsml_es.learners import build_learner, validate_learner_names
 from vsml_es.preprocess import validate_task_config
+from vsml_es.storage.learner_file import read_learner_file
 from vsml_es.tasks import check_dataset_refs
 from vsml_es.tracking import validate_tracking
 
@@ -38,7 +41,45 @@ def validate(config: Config) -> Config:
     validate_strategy(config.training)
     validate_tracking(config.logging)
     _validate_es_settings(config)
+    _validate_method(config)
     return config
+
+
+def _validate_method(config: Config) -> None:
+    """Imitation runs in-process on VSML; a warm start file fits the learner it starts."""
+    tr = config.training
+    if tr.method == "imitation":
+        if config.model.learner != "vsml":
+            raise ConfigError("training.method 'imitation' trains VSML (model.learner: vsml); "
+                              f"got model.learner '{config.model.learner}'.")
+        d = config.distributed
+        if d.address is not None or (d.workers or 0) > 0:
+            raise ConfigError(
+                "training.method 'imitation' computes gradients in-process (no Ray workers): "
+                "drop --workers / --ray-address (distributed.workers, distributed.address)."
+            )
+    if tr.init_params:
+        check_init_params(config)
+
+
+def check_init_params(config: Config) -> None:
+    """``training.init_params`` is a readable learner file whose parameters have exactly the
+    shapes this config's learner starts from (and so would not fail generations later)."""
+    path = Path(config.training.init_params)
+    if not path.is_file():
+        raise ConfigError(f"Config key 'training.init_params': no file '{path}'. Give a .vsml "
+                          "file or a run's params.npz, or '' to start from random parameters.")
+    params, _ = read_learner_file(path)
+    learner = build_learner(config.model.learner, config)
+    want = jax.eval_shape(lambda: learner.init_params(jax.random.key(0), 8, 2))
+    have = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), params)
+    shapes = jax.tree.map(lambda s: s.shape, want), jax.tree.map(lambda s: s.shape, have)
+    if jax.tree.structure(want) != jax.tree.structure(have) or shapes[0] != shapes[1]:
+        raise ConfigError(
+            f"Config key 'training.init_params': '{path}' holds parameters of another shape "
+            f"than model.learner '{config.model.learner}' with this model config uses; start "
+            "from a learner with the same model settings (state_size, message_size, ...)."
+        )
 
 
 def load_experiment(path: str | Path | None = None,

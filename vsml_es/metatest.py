@@ -31,7 +31,14 @@ from vsml_es.reporting import (
     write_summary_csv,
     write_tuning_csv,
 )
-from vsml_es.tasks import Data, EpisodeSource, build_task, load_metatest_task
+from vsml_es.tasks import (
+    Data,
+    EpisodeSource,
+    build_task,
+    load_metatest_task,
+    split_size,
+    task_at_size,
+)
 
 EVAL_BATCH = 16  # episodes per jitted call; bounds memory for large meta-tests
 TUNING_SEED_OFFSET = 7919  # tuning streams never coincide with evaluation streams
@@ -147,15 +154,24 @@ def run_metatest(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # Every meta-test dataset loads (and fits the network) before any tuning or evaluation.
-    tests = [load_metatest_task(ref, config.task, mt, steps, num_features) for ref in datasets]
-    tuned: dict[str, Tuning] = {}
-    if mt.baselines:
-        task, data = training if training is not None else build_task(config.task)
-        tuned = tune_baselines(config, task, data, steps)
-    write_tuning_csv(out_dir / "tuning.csv", tuned)
-    everyone = [*contenders, *tuned_contenders(config, tuned)]
+    tests = [(ref, *load_metatest_task(ref, config.task, mt, steps, num_features))
+             for ref in datasets]
+    # Baselines are tuned once per input size, on the meta-training streams at that size.
+    sizes = {split_size(ref)[1] for ref in datasets}
+    tuned_at: dict[tuple[int, int] | None, dict[str, Tuning]] = {}
+    for size in sorted(sizes, key=lambda s: (s is not None, s)) if mt.baselines else ():
+        if size is None:
+            task, data = training if training is not None else build_task(config.task)
+        else:
+            task, data = build_task(task_at_size(config.task, size))
+        tuned_at[size] = tune_baselines(config, task, data, steps)
+    write_tuning_csv(out_dir / "tuning.csv", {
+        name + ("" if size is None else f"@{size[0]}x{size[1]}"): tuning
+        for size, tuned in tuned_at.items() for name, tuning in tuned.items()})
     summaries = []
-    for task, data in tests:
+    for ref, task, data in tests:
+        everyone = [*contenders,
+                    *tuned_contenders(config, tuned_at.get(split_size(ref)[1], {}))]
         all_curves = [learner_curves(c, task, data, episodes, mt.seed) for c in everyone]
         stem = task.name.replace(":", "_")
         write_curves_csv(out_dir / f"curves_{stem}.csv", all_curves)

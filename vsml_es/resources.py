@@ -11,6 +11,7 @@ import os
 
 from vsml_es.config import Config
 from vsml_es.errors import ConfigError
+from vsml_es.learners import size_free_names
 from vsml_es.tasks import check_datasets_ready, check_metatest_fits, training_num_features
 
 WORKING_SET = 4  # states, their update and the gate temporaries live at once (measured ~3x)
@@ -46,9 +47,12 @@ def check_fits(config: Config, num_features: int) -> None:
         )
 
 
-def check_before_work(config: Config, metatest: bool = True) -> None:
-    """Datasets prepared and fitting, memory enough: before Ray starts or data loads."""
+def check_before_work(config: Config, metatest: bool = True,
+                      learners: tuple[str, ...] | None = None) -> None:
+    """Datasets prepared and fitting, memory enough: before Ray starts or data loads.
+    ``learners``: the meta-learners to be meta-tested (default ``model.learner``)."""
     check_datasets_ready(config.task, config.metatest if metatest else None)
     if metatest:
-        check_metatest_fits(config.task, config.metatest)
+        check_metatest_fits(config.task, config.metatest, size_free=size_free_names(
+            config, learners or (config.model.learner,)))
     check_fits(config, training_num_features(config.task))

@@ -7,6 +7,7 @@ The commands in ``vsml_es.commands`` only parse arguments and print what these r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from vsml_es.errors import Report, UserError
 from vsml_es.evaluator import make_eval_spec
 from vsml_es.experiment import experiment_from_dict, with_overrides
 from vsml_es.export import export_run
-from vsml_es.learners import Params
+from vsml_es.learners import Params, size_free_names
 from vsml_es.metatest import meta_learned, run_metatest
 from vsml_es.paths import check_new_run_dir, check_output_dir
 from vsml_es.reporting import OUTPUT_FILES
@@ -59,7 +60,10 @@ def train(config: Config, run_dir: Path, *, resume: ResumePlan | None = None,
     run_dir = Path(run_dir)
     check_before_work(config, metatest)
     write_run_config(run_dir, config)  # resumable from here on, even before a checkpoint
-    with open_backend(config.distributed, log) as backend:  # Ray first, then the data
+    distributed = config.distributed
+    if config.training.method != "es":  # gradients in-process: no Ray to start
+        distributed = dataclasses.replace(distributed, workers=0)
+    with open_backend(distributed, log) as backend:  # Ray first, then the data
         task, data = build_task(config.task)
         spec = make_eval_spec(config, task)
         with backend.evaluator(spec, data) as evaluator:
@@ -126,7 +130,8 @@ def evaluate_file(path: Path, datasets: tuple[str, ...] | None = None, steps: in
     check_output_dir(out, OUTPUT_FILES, "--out")
     # Tuning the baselines reads the meta-training data; the meta-test reads its own.
     check_datasets_ready(config.task, config.metatest, training=bool(config.metatest.baselines))
-    check_metatest_fits(config.task, config.metatest, spec.num_inputs)
+    check_metatest_fits(config.task, config.metatest, spec.num_inputs,
+                        size_free_names(config, (config.model.learner,)))
     summaries = run_metatest([meta_learned(config, params)], config, out, steps=steps,
                              episodes=episodes, num_features=spec.num_inputs)
     return summaries, out

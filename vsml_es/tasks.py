@@ -182,9 +182,44 @@ class MixtureTask:
 
 
 def parse_dataset_ref(ref: str, default_split: str) -> tuple[str, str]:
-    """'NAME' or 'NAME:SPLIT'."""
-    name, _, split = ref.partition(":")
+    """'NAME', 'NAME:SPLIT', either with an '@HxW' size (see ``split_size``)."""
+    name, _, split = split_size(ref)[0].partition(":")
     return name, split or default_split
+
+
+def split_size(ref: str) -> tuple[str, tuple[int, int] | None]:
+    """'fashion_mnist:test@28x28' -> ('fashion_mnist:test', (28, 28)): a meta-test dataset at
+    its own image size, for learners whose parameters do not depend on the input size (VSML,
+    SGD/Adam). Without a size the dataset takes ``metatest.preprocess`` as it is."""
+    base, at, size = ref.partition("@")
+    if not at:
+        return ref, None
+    height, x, width = size.partition("x")
+    if not (x and height.isdigit() and width.isdigit() and 0 < int(height) <= 4096
+            and 0 < int(width) <= 4096):
+        raise DatasetError(
+            f"Dataset reference '{ref}': the part after '@' must be an image size HEIGHTxWIDTH "
+            "(each 1-4096), e.g. 'fashion_mnist:test@28x28'."
+        )
+    return base, (int(height), int(width))
+
+
+def ref_preprocess(ref: str, preprocess: PreprocessConfig) -> PreprocessConfig:
+    """``preprocess`` with the ref's own '@HxW' size, if it has one."""
+    size = split_size(ref)[1]
+    return preprocess if size is None else dataclasses.replace(preprocess, resize=size)
+
+
+def task_at_size(task: TaskConfig, size: tuple[int, ...]) -> TaskConfig:
+    """The meta-training task resampled to images of ``size`` (1-D signals to as many points):
+    baselines meta-tested at another input size are tuned on these streams, not the test's."""
+    cfg = task.preprocess
+    if cfg.pad_to:
+        raise DatasetError("task.preprocess.pad_to fixes the training input shape, so the "
+                           "meta-training streams cannot be resampled to another size.")
+    resized = dataclasses.replace(cfg, resize=tuple(size),
+                                  signal_length=math.prod(size) if cfg.signal_length else 0)
+    return dataclasses.replace(task, preprocess=resized)
 
 
 def make_task(
@@ -292,9 +327,13 @@ def build_task(config: TaskConfig) -> tuple[Task | MixtureTask, Data]:
 
 def load_metatest_task(ref: str, task: TaskConfig, metatest: MetaTestConfig, steps: int,
                        num_features: int | None) -> tuple[Task, TaskData]:
-    """One meta-test dataset, shaped like the meta-training task (its outputs, permutation)."""
-    return load_task(ref, "test", steps, task.num_classes, task.permute_labels, task.data_dir,
-                     num_features, preprocess=metatest.preprocess)
+    """One meta-test dataset, shaped like the meta-training task (its outputs, permutation).
+    A ref with an '@HxW' size keeps its own input size (``num_features`` is not imposed)."""
+    sized = split_size(ref)[1] is not None
+    loaded, data = load_task(ref, "test", steps, task.num_classes, task.permute_labels,
+                             task.data_dir, None if sized else num_features,
+                             preprocess=ref_preprocess(ref, metatest.preprocess))
+    return dataclasses.replace(loaded, name=ref) if sized else loaded, data
 
 
 def dataset_refs(task: TaskConfig, metatest: MetaTestConfig) -> list[tuple[str, str, str]]:
@@ -322,6 +361,9 @@ def check_dataset_refs(task: TaskConfig, metatest: MetaTestConfig) -> None:
             raise DatasetError(f"Config key '{path}' names split '{split}' of '{name}', which "
                                f"has the splits {', '.join(spec.splits)}.")
         pre_cfg = task.preprocess if path.startswith("task") else metatest.preprocess
+        if path.startswith("task") and "@" in ref_of(path, task, metatest):
+            raise DatasetError(f"Config key '{path}': an '@HxW' size is for meta-test datasets; "
+                               "size the meta-training data with task.preprocess.resize.")
         if pre_cfg.classes:
             too_big = [c for c in pre_cfg.classes if c >= spec.num_classes]
             if too_big:
@@ -360,22 +402,54 @@ def training_num_features(task: TaskConfig) -> int:
     return static_num_features(path, name, task.preprocess)
 
 
+def ref_of(path: str, task: TaskConfig, metatest: MetaTestConfig) -> str:
+    """The dataset reference a config key such as 'metatest.datasets[1]' names."""
+    if path == "task.dataset":
+        return task.dataset
+    field, _, index = path.partition("[")
+    refs = task.mixture if field == "task.mixture" else metatest.datasets
+    return refs[int(index.rstrip("]"))]
+
+
 def check_metatest_fits(task: TaskConfig, metatest: MetaTestConfig,
-                        num_features: int | None = None) -> None:
+                        num_features: int | None = None,
+                        size_free: tuple[str, ...] | None = None) -> None:
     """Every meta-test dataset reaches the network's inputs (``num_features``, default: what
-    the meta-training data preprocesses to), checked from the registry before any work."""
+    the meta-training data preprocesses to), checked from the registry before any work.
+
+    ``size_free``: the learners to be meta-tested when all of them run at any input size;
+    only then may a dataset carry its own '@HxW' size (its baselines are then tuned on the
+    meta-training streams resampled to that size, which must be possible).
+    """
     if num_features is None:
         num_features = training_num_features(task)
     for path, name, _ in dataset_refs(task, metatest):
-        if path.startswith("metatest."):
-            n = static_num_features(path, name, metatest.preprocess)
-            if n != num_features:
+        if not path.startswith("metatest."):
+            continue
+        ref = ref_of(path, task, metatest)
+        size = split_size(ref)[1]
+        if size is not None:
+            if size_free is None:
                 raise DatasetError(
-                    f"Meta-test dataset '{name}' ({path}) has {n} input features after "
-                    f"metatest.preprocess, but the network takes {num_features}. Preprocess it "
-                    "to that size (metatest.preprocess.resize or pad_to), choose another, or "
-                    "skip the meta-test (--no-metatest)."
+                    f"Meta-test dataset '{ref}' ({path}) asks for its own input size, but a "
+                    "learner to be meta-tested depends on the input size (only VSML and the "
+                    "SGD/Adam baselines do not). Drop the '@HxW' and use metatest.preprocess."
                 )
+            try:
+                task_at_size(task, size)
+            except DatasetError as err:
+                raise DatasetError(f"Meta-test dataset '{ref}' ({path}): {err}") from None
+            static_num_features(path, name, ref_preprocess(ref, metatest.preprocess))
+            continue
+        n = static_num_features(path, name, metatest.preprocess)
+        if n != num_features:
+            sized = "; or, for VSML, meta-test at its own size with '@HxW'" if size_free else ""
+            raise DatasetError(
+                f"Meta-test dataset '{name}' ({path}) has {n} input features after "
+                f"metatest.preprocess, but the network takes {num_features}. Preprocess it "
+                f"to that size (metatest.preprocess.resize or pad_to), choose another{sized}, "
+                "or skip the meta-test (--no-metatest)."
+            )
 
 
 def check_datasets_ready(task: TaskConfig, metatest: MetaTestConfig | None,

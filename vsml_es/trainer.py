@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 import numpy as np
+import optax
 import yaml
 
 from vsml_es import streams
@@ -22,6 +23,7 @@ from vsml_es.config import Config, config_to_dict
 from vsml_es.errors import CheckpointError, Report, ResumeError
 from vsml_es.es import Strategy, build_strategy, sanitize_fitness
 from vsml_es.evaluator import EvalSpec, Evaluator, LocalEvaluator, build_eval_spec
+from vsml_es.imitation import Imitation, build_imitation
 from vsml_es.learners import Params
 from vsml_es.metrics import MetricsLog
 from vsml_es.resume import ResumePlan, rewind
@@ -29,6 +31,7 @@ from vsml_es.runs import write_status
 from vsml_es.signals import GenerationAbandoned, StopSignals, TrainingInterrupted
 from vsml_es.storage.atomic import atomic_write_bytes
 from vsml_es.storage.checkpoint import Checkpoint, Snapshot, prune, save_checkpoint
+from vsml_es.storage.learner_file import read_learner_file
 from vsml_es.storage.params import save_params
 from vsml_es.streams import stream_key
 from vsml_es.tasks import Data
@@ -62,7 +65,13 @@ class Trainer:
         init_key = stream_key(config.training.seed, streams.INIT)
         self.template = spec.learner.init_params(init_key, spec.task.num_features,
                                                  spec.task.num_outputs)
-        self.strategy: Strategy = build_strategy(config.training, self.template)
+        if config.training.init_params:  # same structure, checked by experiment.validate
+            self.template = read_learner_file(Path(config.training.init_params))[0]
+        if config.training.method == "imitation":
+            method = build_imitation(config.training, spec.learner, spec.task.num_features)
+            self.strategy: Strategy = Strategy(method, {}, mirrored=False)
+        else:
+            self.strategy = build_strategy(config.training, self.template)
         self.episode_ids = self.strategy.episode_ids()
         self._es_root = stream_key(config.training.seed, streams.ES)
         self.last_row: dict[str, Any] = {}
@@ -140,6 +149,8 @@ class Trainer:
     def step(self, state: TrainState) -> tuple[TrainState, dict[str, Any]]:
         es = self.strategy
         g = state.generation
+        if isinstance(es.algorithm, Imitation):
+            return self._imitation_step(state)
         k_ask, k_tell = jax.random.split(jax.random.fold_in(self._es_root, g))
         start = time.perf_counter()
         population, es_state = es.algorithm.ask(k_ask, state.es_state, es.params)
@@ -165,6 +176,25 @@ class Trainer:
                 "as the worst fitness of the generation.",
                 file=sys.stderr,
             )
+        return TrainState(g + 1, es_state), row
+
+    def _imitation_step(self, state: TrainState) -> tuple[TrainState, dict[str, Any]]:
+        """One Adam step of ``training.method: imitation`` (fitness = imitation loss)."""
+        g = state.generation
+        start = time.perf_counter()
+        es_state, loss, acc = self.strategy.algorithm.update(
+            state.es_state, self.config.training.seed, g, self.episode_ids, self.data,
+            self.spec.task)
+        loss = float(loss)
+        if not math.isfinite(loss):
+            raise FloatingPointError(
+                f"generation {g}: the imitation loss is {loss}; lower training.learning_rate "
+                "or training.imitation_learning_rate and resume from the last checkpoint."
+            )
+        norm = optax.global_norm(es_state["params"])
+        row = {"generation": g, "fitness_mean": loss, "fitness_min": loss, "fitness_max": loss,
+               "accuracy_mean": float(acc), "nonfinite": 0, "mean_norm": float(norm),
+               "seconds": time.perf_counter() - start, "wall_time": time.time()}
         return TrainState(g + 1, es_state), row
 
     # -- the loop --------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from vsml_es.learners.meta_rnn import MetaRnnLearner
 from vsml_es.learners.vsml import VsmlLearner
 
 __all__ = ["InitFn", "Learner", "LearnerEntry", "Params", "StepFn", "build_learner",
-           "get_entry", "register_learner", "validate_learner_names"]
+           "get_entry", "register_learner", "size_free_names", "validate_learner_names"]
 
 
 @dataclass(frozen=True)
@@ -103,3 +103,10 @@ for _entry in (
                  lambda c: GradientLearner("adam", c.metatest.mlp_hidden), _grid("adam")),
 ):
     register_learner(_entry)
+
+
+def size_free_names(config: Config, learners: tuple[str, ...]) -> tuple[str, ...] | None:
+    """``learners`` and the meta-test baselines when every one of them runs at any input size
+    (their parameters do not depend on it), else None."""
+    names = (*learners, *config.metatest.baselines)
+    return names if all(build_learner(n, config).size_free for n in names) else None

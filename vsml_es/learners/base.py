@@ -30,6 +30,9 @@ class Learner:
     of the jitted episode functions, and small, so it travels to Ray workers inside the spec."""
 
     label: ClassVar[str] = "learner"  # shown in tables and plots
+    # True when the parameters do not depend on the input size, so the same learner runs on
+    # inputs of any size (VSML's shared LSTM; an optimizer's learning rate).
+    size_free: ClassVar[bool] = False
 
     def init_params(self, key: jax.Array, num_features: int, num_outputs: int) -> Params:
         """Initial parameters for a task with these sizes (ES starts its search here)."""

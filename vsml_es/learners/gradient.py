@@ -82,6 +82,7 @@ class GradientLearner(Learner):
 
     optimizer: str
     hidden: int = 0
+    size_free = True
 
     @property
     def label(self) -> str:  # type: ignore[override]

@@ -23,6 +23,7 @@ class VsmlLearner(Learner):
     model: ModelConfig
     layer_fn: vsml.LayerFn | None = None
     label = "VSML"
+    size_free = True
 
     def init_params(self, key: jax.Array, num_features: int, num_outputs: int) -> Params:
         del num_features, num_outputs  # the shared LSTM does not depend on the layer sizes
