@@ -191,7 +191,7 @@ class Trainer:
                 f"generation {g}: the imitation loss is {loss}; lower training.learning_rate "
                 "or training.imitation_learning_rate and resume from the last checkpoint."
             )
-        norm = optax.global_norm(es_state["params"])
+        norm = optax.tree.norm(es_state["params"])
         row = {"generation": g, "fitness_mean": loss, "fitness_min": loss, "fitness_max": loss,
                "accuracy_mean": float(acc), "nonfinite": 0, "mean_norm": float(norm),
                "seconds": time.perf_counter() - start, "wall_time": time.time()}

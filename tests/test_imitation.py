@@ -1,0 +1,137 @@
+"""Meta-training by imitation of an optimizer, warm starts, and meta-testing at a dataset's own
+input size: real runs at toy size."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from vsml_es import run
+from vsml_es.errors import ConfigError, DatasetError
+from vsml_es.experiment import load_experiment
+from vsml_es.imitation import build_imitation, imitation_episode
+from vsml_es.learners import build_learner
+from vsml_es.learners.gradient import GradientLearner
+from vsml_es.storage.params import load_params
+from vsml_es.tasks import build_task
+from vsml_es.trainer import Trainer
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
+IMITATION = ["training.method=imitation", "training.population_size=4",
+             "training.learning_rate=0.02", "training.imitation_learning_rate=8",
+             "task.episode_length=16"]
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_imitation_loss_is_zero_for_the_imitated_optimizer_itself():
+    config = load_experiment(QUICKSTART, ["task.episode_length=12"])
+    task, data = build_task(config.task)
+    sgd = GradientLearner("sgd")
+    lr = {"learning_rate": np.float32(0.1)}
+    loss, _ = imitation_episode(sgd, lr, sgd, lr, jax.random.key(3), data, task)
+    assert float(loss) == 0.0
+    vsml = build_learner("vsml", config)
+    params = vsml.init_params(jax.random.key(0), task.num_features, task.num_outputs)
+    loss, _ = imitation_episode(vsml, params, sgd, lr, jax.random.key(3), data, task)
+    assert float(loss) > 0.01  # random VSML does not already behave like SGD
+
+
+def test_imitation_training_lowers_the_imitation_loss(tmp_path, tiny_overrides):
+    config = load_experiment(QUICKSTART, [*tiny_overrides, *IMITATION,
+                                          "training.generations=60", "logging.log_every=1"])
+    run.start_training(config, tmp_path / "run", metatest=False, log=lambda message: None)
+    losses = [row["fitness_mean"] for row in _metrics(tmp_path / "run")]
+    assert len(losses) == 60
+    assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:10]), losses
+
+
+def test_imitation_resumes_bit_exactly(tmp_path, tiny_overrides):
+    overrides = [*tiny_overrides, *IMITATION, "training.generations=6", "checkpoint.every=3"]
+    config = load_experiment(QUICKSTART, overrides)
+    straight = Trainer(config, tmp_path / "straight")
+    straight.run()
+    first = Trainer(load_experiment(QUICKSTART, [*overrides[:-2], "training.generations=3",
+                                                 "checkpoint.every=3"]), tmp_path / "split")
+    first.run()
+    resumed = run.resume_training(tmp_path / "split", overrides=["training.generations=6"],
+                                  metatest=False, log=lambda message: None)
+    assert resumed.generation == 6
+    a, _ = load_params(tmp_path / "straight" / "params.npz")
+    b, _ = load_params(tmp_path / "split" / "params.npz")
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    assert [r["fitness_mean"] for r in _metrics(tmp_path / "straight")] == [
+        r["fitness_mean"] for r in _metrics(tmp_path / "split")]
+
+
+def test_es_starts_from_init_params(tmp_path, tiny_overrides):
+    config = load_experiment(QUICKSTART, [*tiny_overrides, *IMITATION, "training.generations=2"])
+    run.start_training(config, tmp_path / "imitated", metatest=False, log=lambda message: None)
+    source = tmp_path / "imitated" / "params.npz"
+    warm = load_experiment(QUICKSTART, [*tiny_overrides, f"training.init_params={source}"])
+    trainer = Trainer(warm, tmp_path / "warm")
+    start = trainer.mean_params(trainer.initial_state())
+    saved, _ = load_params(source)
+    for key, value in saved.items():
+        np.testing.assert_array_equal(np.asarray(start[key]), value)
+
+
+def test_bad_method_settings_fail_before_work(tmp_path, tiny_overrides):
+    with pytest.raises(ConfigError, match="in-process"):
+        load_experiment(QUICKSTART, [*tiny_overrides, *IMITATION, "distributed.workers=2"])
+    with pytest.raises(ConfigError, match="no file"):
+        load_experiment(QUICKSTART, [*tiny_overrides, "training.init_params=/nonexistent.vsml"])
+    with pytest.raises(ConfigError, match="valid values"):
+        load_experiment(QUICKSTART, [*tiny_overrides, "training.method=backprop"])
+    # A learner file of another model size is refused, naming the mismatch.
+    small = load_experiment(QUICKSTART, [*tiny_overrides, *IMITATION, "training.generations=1",
+                                         "model.state_size=8"])
+    run.start_training(small, tmp_path / "small", metatest=False, log=lambda message: None)
+    with pytest.raises(ConfigError, match="another shape"):
+        load_experiment(QUICKSTART, [*tiny_overrides,
+                                     f"training.init_params={tmp_path / 'small' / 'params.npz'}"])
+    assert build_imitation(small.training, build_learner("vsml", small), 64).target_learning_rate \
+        == 8 / 64
+
+
+def test_metatest_at_a_datasets_own_size(tmp_path, tiny_overrides):
+    """VSML and SGD run at 16x16 = 256 inputs after meta-training at 64; SGD is tuned on the
+    meta-training streams resampled to 16x16, never on the test."""
+    config = load_experiment(QUICKSTART, [*tiny_overrides,
+                                          "metatest.datasets=[digits:test, digits:test@16x16]"])
+    result = run.start_training(config, tmp_path / "run", log=lambda message: None)
+    rows = {(r["dataset"], r["method"].split(" (")[0]) for r in result.summaries}
+    assert rows == {("digits:test", "VSML"), ("digits:test", "SGD linear"),
+                    ("digits:test@16x16", "VSML"), ("digits:test@16x16", "SGD linear")}
+    with open(tmp_path / "run" / "metatest" / "tuning.csv") as f:
+        tuned = {row["baseline"] for row in csv.DictReader(f)}
+    assert tuned == {"sgd", "sgd@16x16"}
+
+
+def test_own_size_needs_size_free_learners_and_a_valid_size(tmp_path, tiny_overrides):
+    with pytest.raises(DatasetError, match="depends on the input size"):
+        config = load_experiment(QUICKSTART, [*tiny_overrides, "model.learner=hebbian",
+                                              "metatest.datasets=[digits:test@16x16]"])
+        run.start_training(config, tmp_path / "run", log=lambda message: None)
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    for bad in ("digits:test@16", "digits:test@0x8", "digits:test@axb"):
+        with pytest.raises(DatasetError, match="HEIGHTxWIDTH"):
+            load_experiment(QUICKSTART, [*tiny_overrides, f"metatest.datasets=[{bad}]"])
+
+
+def test_cli_exit_code_for_a_bad_size(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "vsml_es.cli", "config", str(QUICKSTART), "--set",
+         "metatest.datasets=[digits:test@big]"], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert "HEIGHTxWIDTH" in proc.stderr
