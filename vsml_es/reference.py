@@ -11,13 +11,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from vsml_es.vsml import LayerState, Params, lstm_cell
+from vsml_es.vsml import PRECISION, LayerState, Params, lstm_cell
 
 
 def connection_tick(
     params: Params, h: jax.Array, c: jax.Array, f_a: jax.Array, g_b: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
-    z = jnp.concatenate([f_a, g_b, h]) @ params["lstm_w"] + params["lstm_b"]
+    z = jnp.matmul(jnp.concatenate([f_a, g_b, h]), params["lstm_w"], precision=PRECISION)
+    z = z + params["lstm_b"]
     return lstm_cell(z, c)
 
 
@@ -29,6 +30,6 @@ def layer_ticks_reference(
     h, c = state
     for _ in range(ticks):
         h, c = over_ab(params, h, c, fwd_in, bwd_in)
-    fwd_ab = h @ params["fwd_w"] + params["fwd_b"]  # [n_in, n_out, m], per connection
-    bwd_ab = h @ params["bwd_w"] + params["bwd_b"]
+    fwd_ab = jnp.matmul(h, params["fwd_w"], precision=PRECISION) + params["fwd_b"]  # per (a, b)
+    bwd_ab = jnp.matmul(h, params["bwd_w"], precision=PRECISION) + params["bwd_b"]
     return LayerState(h, c), fwd_ab.mean(axis=0), bwd_ab.mean(axis=1)

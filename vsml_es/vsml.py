@@ -35,6 +35,9 @@ FORGET_OFFSET = 5.0
 INPUT_OFFSET = -5.0
 # Forward-message slot read as the prediction of an output unit.
 PREDICTION_SLOT = 1
+# Every matmul in full float32. JAX's default lets GPUs use TF32 (10-bit mantissa), which would
+# put the fast path ~1e-3 off the float32 oracle; CPUs compute float32 either way (bit-identical).
+PRECISION = jax.lax.Precision.HIGHEST
 
 
 class LayerState(NamedTuple):
@@ -140,22 +143,24 @@ def fast_layer_ticks(
     m = fwd_in.shape[-1]
     w = params["lstm_w"]
     w_f, w_g, w_h = w[:m], w[m : 2 * m], w[2 * m :]
-    from_fwd = w_f.T @ fwd_in.T  # [4s, n_in]
-    from_bwd = w_g.T @ bwd_in.T + params["lstm_b"][:, None]  # [4s, n_out]
+    from_fwd = jnp.matmul(w_f.T, fwd_in.T, precision=PRECISION)  # [4s, n_in]
+    from_bwd = jnp.matmul(w_g.T, bwd_in.T, precision=PRECISION) + params["lstm_b"][:, None]
     w_ht = w_h.T  # [4s, s]
 
     def tick(_: int, hc: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
         h, c = hc
         # Each message term is added to the loop-variant product on its own, so XLA broadcasts
         # it inside the gate fusion instead of hoisting a [4s, n_out, n_in] sum out of the loop.
-        z = jnp.einsum("ks,sba->kba", w_ht, h) + from_fwd[:, None, :] + from_bwd[:, :, None]
+        z = (jnp.einsum("ks,sba->kba", w_ht, h, precision=PRECISION)
+             + from_fwd[:, None, :] + from_bwd[:, :, None])
         return fast_cell(z, c)
 
     # A loop, not Python unrolling: XLA:CPU would otherwise fuse the matmul's flattening
     # reshape into the gate fusion that produces h, and that fusion no longer vectorizes.
     h, c = jax.lax.fori_loop(0, ticks, tick, tuple(state))
-    fwd_out = jnp.mean(h, axis=2).T @ params["fwd_w"] + params["fwd_b"]  # [n_out, m]
-    bwd_out = jnp.mean(h, axis=1).T @ params["bwd_w"] + params["bwd_b"]  # [n_in, m]
+    h_to_b, h_from_a = jnp.mean(h, axis=2).T, jnp.mean(h, axis=1).T  # [n_out, s], [n_in, s]
+    fwd_out = jnp.matmul(h_to_b, params["fwd_w"], precision=PRECISION) + params["fwd_b"]
+    bwd_out = jnp.matmul(h_from_a, params["bwd_w"], precision=PRECISION) + params["bwd_b"]
     return LayerState(h, c), fwd_out, bwd_out
 
 
@@ -182,8 +187,9 @@ class NetState(NamedTuple):
     """Everything that changes during an episode: per-layer LSTM states and pending messages.
 
     ``pending[l]`` is layer l's backward input for its next forward pass: the backward output of
-    layer l+1 (or, for the last layer, the error of the previous example) when there is no
-    explicit backward pass; unused (zeros) with one.
+    layer l+1 from the last pass that ran it (the previous forward pass, or with an explicit
+    backward pass the previous backward pass); for the last layer the error of the previous
+    example, or zeros with an explicit backward pass (which consumed that error).
     """
 
     layers: list[LayerState]
@@ -219,14 +225,19 @@ def learn_step(
     num_layers = len(net.layers)
     layers = list(net.layers)
     pending = list(net.pending)
+    # Message routing as in the official code (louiskirsch/vsml-neurips2021, models.py,
+    # VSMLRNN._tick and VSMLRNN.__call__'s scan_tick): every layer keeps the last backward
+    # message sent to it. In the forward pass layer l runs before layer l+1, so a hidden layer
+    # sees what layer l+1 sent in the previous pass: the previous backward pass when there is
+    # one. The last layer sees the previous example's error, or zeros after a backward pass
+    # (scan_tick zeroes the error once the backward pass has used it).
     fwd = input_messages(x, m)
     fwd_inputs = []
     for li in range(num_layers):
-        bwd = jnp.zeros_like(pending[li]) if model.backward_pass else pending[li]
         fwd_inputs.append(fwd)
-        layers[li], fwd, bwd_out = layer_fn(params, layers[li], fwd, bwd, ticks)
+        layers[li], fwd, bwd_out = layer_fn(params, layers[li], fwd, pending[li], ticks)
         if not model.backward_pass and li > 0:
-            pending[li - 1] = bwd_out
+            pending[li - 1] = bwd_out  # with a backward pass, overwritten before it is read
     logits = bound_logits(fwd[:, PREDICTION_SLOT], model.output_bound)
     onehot = jax.nn.one_hot(label, logits.shape[0])
     error = jax.nn.softmax(logits) - onehot
@@ -235,6 +246,9 @@ def learn_step(
         bwd = err_msg
         for li in reversed(range(num_layers)):
             layers[li], _, bwd = layer_fn(params, layers[li], fwd_inputs[li], bwd, ticks)
+            if li > 0:
+                pending[li - 1] = bwd  # read by layer li-1 now, and in the next forward pass
+        # pending[-1] stays zeros: the last layer's forward pass never sees an error.
     else:
         pending[-1] = err_msg  # arrives with the next input
     return NetState(layers, pending), logits

@@ -1,0 +1,255 @@
+"""A second VSML, written independently of ``vsml_es``: whole online episodes in plain NumPy.
+
+Why: ``vsml_es.reference`` shares the cell, the message routing, the error and the read-out with
+the fast path, so a mistake in any of them would be in both. This module imports nothing from
+``vsml_es``. It follows the official code (github.com/louiskirsch/vsml-neurips2021, commit
+5b696c9) function by function, one connection at a time, in float64; each function names the
+official one it follows. The only thing it takes from vsml-es is the parameter layout:
+
+    lstm_w [2m + s, 4s]  rows [forward message (m); backward message (m); h (s)],
+                         columns the gates i, g, f, o (s each)
+    lstm_b [4s];  fwd_w [s, m], fwd_b [m];  bwd_w [s, m], bwd_b [m]
+
+which is the official one (``recurrent.CustomLSTM``: one Linear on concat([fwd, bwd, h]) split
+into i, g, f, o; ``models.SubRNN``: two Linear messengers on h). States are ``[n_in, n_out, s]``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+Params = dict[str, np.ndarray]
+
+# recurrent.py, CustomLSTM.__call__: f = sigmoid(f + 5), i = sigmoid(i - 5).
+FORGET_OFFSET = 5.0
+INPUT_OFFSET = -5.0
+# configs/default.yaml, model.vsml_rnn: output_idx 1, tanh_bound 100, num_micro_ticks 2.
+OUTPUT_IDX = 1
+TANH_BOUND = 100.0
+MICRO_TICKS = 2
+# configs/default.yaml, model.sub_rnn: slow_size 16, msg_size 8, init_rand_proportion 0.5.
+STATE_SIZE = 16
+MESSAGE_SIZE = 8
+INIT_RAND_PROPORTION = 0.5
+# haiku.initializers.TruncatedNormal: a standard normal cut at +-2, times stddev.
+TRUNCATION = 2.0
+
+
+@dataclass(frozen=True)
+class OracleConfig:
+    """The official ``model.vsml_rnn`` switches this oracle supports (dense layers only)."""
+
+    hidden_layers: tuple[int, ...] = ()
+    micro_ticks: int = MICRO_TICKS
+    backward_pass: bool = False
+    feed_label: bool = False
+    output_bound: float = TANH_BOUND
+
+
+@dataclass
+class LayerState:
+    """models.LayerState: the LSTM states and the last messages sent to this layer."""
+
+    h: np.ndarray  # [n_in, n_out, s]
+    c: np.ndarray  # [n_in, n_out, s]
+    incoming_fwd: np.ndarray  # [n_in, m]
+    incoming_bwd: np.ndarray  # [n_out, m]
+
+
+@dataclass
+class Episode:
+    """Per-step bounded logits [T, n_out] and losses [T] (each prediction made before its
+    label), and where the episode ended: every layer's state and held messages, and the error
+    the next forward tick would get."""
+
+    logits: np.ndarray
+    losses: np.ndarray
+    layers: list[LayerState]
+    error: np.ndarray  # [n_out, 2]
+
+    @property
+    def states(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [(ls.h, ls.c) for ls in self.layers]
+
+    @property
+    def next_bwd(self) -> list[np.ndarray]:
+        """Each layer's backward input in the next forward tick."""
+        m = self.layers[0].incoming_fwd.shape[1]
+        return [ls.incoming_bwd for ls in self.layers[:-1]] + [pad_slots(self.error, m)]
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def lstm_step(
+    params: Params, inputs: np.ndarray, h: np.ndarray, c: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """recurrent.py, CustomLSTM.__call__: one connection's LSTM step."""
+    gated = np.concatenate([inputs, h]) @ params["lstm_w"] + params["lstm_b"]
+    i, g, f, o = np.split(gated, 4)
+    f = sigmoid(f + FORGET_OFFSET)
+    i = sigmoid(i + INPUT_OFFSET)
+    c = f * c + i * np.tanh(g)
+    h = sigmoid(o) * np.tanh(c)
+    return h, c
+
+
+def sub_rnn(
+    params: Params, fwd_msg: np.ndarray, bwd_msg: np.ndarray, h: np.ndarray, c: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """models.py, SubRNN.__call__ (layer_norm off): LSTM step, then both messengers on h."""
+    h, c = lstm_step(params, np.concatenate([fwd_msg, bwd_msg]), h, c)
+    fwd = h @ params["fwd_w"] + params["fwd_b"]
+    bwd = h @ params["bwd_w"] + params["bwd_b"]
+    return fwd, bwd, h, c
+
+
+def dense(
+    params: Params, fwd_msg: np.ndarray, bwd_msg: np.ndarray, h: np.ndarray, c: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """vsml_layers.py, dense with reduce_fn = jnp.mean: connection (a, b) reads the forward
+    message of input a and the backward message of output b; forward messages are averaged
+    over inputs a, backward messages over outputs b."""
+    n_in, n_out, _ = h.shape
+    m = fwd_msg.shape[1]
+    fwd_ab = np.zeros((n_in, n_out, m))
+    bwd_ab = np.zeros((n_in, n_out, m))
+    h_new, c_new = np.zeros_like(h), np.zeros_like(c)
+    for a in range(n_in):
+        for b in range(n_out):
+            fwd_ab[a, b], bwd_ab[a, b], h_new[a, b], c_new[a, b] = sub_rnn(
+                params, fwd_msg[a], bwd_msg[b], h[a, b], c[a, b]
+            )
+    return fwd_ab.mean(axis=0), bwd_ab.mean(axis=1), h_new, c_new
+
+
+def pad_slots(values: np.ndarray, m: int) -> np.ndarray:
+    """[n, k] -> [n, m]: the k values in the first slots, zeros after (official jnp.pad)."""
+    return np.concatenate([values, np.zeros((values.shape[0], m - values.shape[1]))], axis=1)
+
+
+def tick(
+    params: Params,
+    cfg: OracleConfig,
+    layers: list[LayerState],
+    error: np.ndarray,
+    x: np.ndarray,
+    reverse: bool,
+) -> np.ndarray:
+    """models.py, VSMLRNN._tick: one pass through the layers (bottom-up, or top-down when
+    ``reverse``), updating ``layers`` in place; returns the last layer's bounded output.
+
+    The input sits in slot 0 of the first layer's forward messages, the [n_out, 2] error
+    (error, label) in slots 0-1 of the last layer's backward messages. Every layer runs
+    ``micro_ticks`` steps on the messages it holds, then sends its new forward message up and
+    its new backward message down; a layer that already ran in this pass keeps what it is sent
+    for the next pass.
+    """
+    m = params["fwd_b"].shape[0]
+    layers[0].incoming_fwd = pad_slots(x[:, None], m)
+    layers[-1].incoming_bwd = pad_slots(error, m)
+    order = range(len(layers) - 1, -1, -1) if reverse else range(len(layers))
+    output = np.zeros(0)
+    for i in order:
+        ls = layers[i]
+        fwd_msg, bwd_msg = ls.incoming_fwd, ls.incoming_bwd
+        h, c = ls.h, ls.c
+        for _ in range(cfg.micro_ticks):
+            new_fwd, new_bwd, h, c = dense(params, fwd_msg, bwd_msg, h, c)
+        ls.h, ls.c = h, c
+        if i > 0:
+            layers[i - 1].incoming_bwd = new_bwd
+        if i < len(layers) - 1:
+            layers[i + 1].incoming_fwd = new_fwd
+        else:
+            output = np.tanh(new_fwd[:, OUTPUT_IDX] / cfg.output_bound) * cfg.output_bound
+    return output
+
+
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max()
+    return z - np.log(np.exp(z).sum())
+
+
+def run_episode(
+    params: Params,
+    cfg: OracleConfig,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    initial: list[tuple[np.ndarray, np.ndarray]],
+) -> Episode:
+    """models.py, VSMLRNN.__call__ with batch size 1: predict x_t, then learn from y_t.
+
+    ``initial`` holds each layer's (h, c), [n_in, n_out, s]. All messages start at zero. The
+    error is the gradient of the cross-entropy with respect to the bounded logits,
+    softmax - onehot, paired with the one-hot label when ``feed_label`` (else zeros). Without a
+    backward pass it reaches the last layer with the next input; with one, a top-down pass
+    delivers it at once and the next forward pass gets a zero error.
+    """
+    params = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    m = params["fwd_b"].shape[0]
+    layers = [
+        LayerState(
+            h=np.array(h, np.float64),
+            c=np.array(c, np.float64),
+            incoming_fwd=np.zeros((h.shape[0], m)),
+            incoming_bwd=np.zeros((h.shape[1], m)),
+        )
+        for h, c in initial
+    ]
+    n_out = layers[-1].h.shape[1]
+    error = np.zeros((n_out, 2))
+    logits, losses = [], []
+    for x, y in zip(np.asarray(xs, np.float64), np.asarray(ys), strict=True):
+        out = tick(params, cfg, layers, error, x, reverse=False)
+        onehot = np.eye(n_out)[int(y)]
+        log_p = log_softmax(out)
+        logits.append(out)
+        losses.append(-log_p[int(y)])
+        grad = np.exp(log_p) - onehot
+        error = np.stack([grad, onehot if cfg.feed_label else np.zeros(n_out)], axis=-1)
+        if cfg.backward_pass:
+            tick(params, cfg, layers, error, x, reverse=True)
+            error = np.zeros_like(error)
+    return Episode(np.array(logits), np.array(losses), layers, error)
+
+
+def layer_sizes(cfg: OracleConfig, n_in: int, n_out: int) -> list[tuple[int, int]]:
+    """models.complete_specs for dense layers: (in_size, out_size) of each layer."""
+    sizes = [n_in, *cfg.hidden_layers, n_out]
+    return list(zip(sizes[:-1], sizes[1:], strict=True))
+
+
+def initial_cell_std(n_in: int) -> float:
+    """Std of the random half of c before truncation: recurrent.CustomLSTM._initializer uses
+    1/sqrt(shape[0]), and shape[0] of a dense layer's state is its input size."""
+    return 1.0 / math.sqrt(n_in)
+
+
+def truncated_std() -> float:
+    """Std of a standard normal truncated at +-TRUNCATION (what haiku's TruncatedNormal draws
+    before scaling)."""
+    t = TRUNCATION
+    pdf = math.exp(-t * t / 2) / math.sqrt(2 * math.pi)
+    mass = math.erf(t / math.sqrt(2))
+    return math.sqrt(1 - 2 * t * pdf / mass)
+
+
+def initial_states(
+    rng: np.random.Generator, sizes: list[tuple[int, int]], s: int = STATE_SIZE
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """recurrent.CustomLSTM.initial_vsml_state: h = 0; the first ``int(s * 0.5)`` dimensions of
+    c truncated normal with std 1/sqrt(n_in), the rest 0 (the per-episode random "weights")."""
+    states = []
+    for n_in, n_out in sizes:
+        k = int(s * INIT_RAND_PROPORTION)
+        draw = rng.standard_normal((n_in, n_out, k))
+        while np.any(bad := np.abs(draw) > TRUNCATION):
+            draw[bad] = rng.standard_normal(int(bad.sum()))
+        c = np.concatenate([draw * initial_cell_std(n_in), np.zeros((n_in, n_out, s - k))], -1)
+        states.append((np.zeros((n_in, n_out, s)), c))
+    return states

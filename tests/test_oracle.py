@@ -1,0 +1,214 @@
+"""Whole episodes of the real VSML learner against the independent NumPy oracle (oracle_vsml.py).
+
+The learner runs exactly as ES and the meta-test run it (``VsmlLearner.make`` -> init, step;
+losses from ``episodes.online_episode``). The only thing shared with the oracle is the initial
+state, converted from the fast layout; ``test_initial_states_follow_official_init`` checks that
+state's distribution on its own. Parameters are random, not the initial ones, with the input
+gate opened so that the states (the "weights") move within an episode.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import oracle_vsml as oracle
+import pytest
+
+from vsml_es.config import ModelConfig
+from vsml_es.episodes import online_episode
+from vsml_es.learners.vsml import VsmlLearner
+
+STEPS = 20
+TOL = {"rtol": 1e-5, "atol": 1e-5}
+
+
+class Stream(NamedTuple):
+    """The task interface of ``episodes.online_episode`` on one fixed stream (x_t, y_t)."""
+
+    episode_length: int
+
+    def episode(self, key: jax.Array) -> jax.Array:
+        return jnp.zeros(())
+
+    def example(self, data: Any, spec: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return data[0][t], data[1][t]
+
+
+def random_params(seed: int, gate_scale: float = 1.5, logit_scale: float = 1.0,
+                  s: int = oracle.STATE_SIZE, m: int = oracle.MESSAGE_SIZE) -> dict[str, Any]:
+    """Random float32 parameters in the official layout. The input-gate bias is raised by 2.5
+    (sigmoid(i - 5) ~ 0.09 instead of ~0.007) so cells change visibly in 20 steps, the forget
+    gate's lowered by 1 so they also forget, and the gate pre-activations stay O(1): no gate
+    saturates (|pre-activation| > 4.6 in < 2% of i, g, o), so every term shows."""
+    rng = np.random.default_rng(seed)
+    fan = 2 * m + s
+
+    def normal(*shape: int, std: float) -> np.ndarray:
+        return (rng.standard_normal(shape) * std).astype(np.float32)
+
+    lstm_b = normal(4 * s, std=0.5)
+    lstm_b[:s] += 2.5
+    lstm_b[2 * s : 3 * s] -= 1.0
+    params = {
+        "lstm_w": normal(fan, 4 * s, std=gate_scale / np.sqrt(fan)),
+        "lstm_b": lstm_b,
+        "fwd_w": normal(s, m, std=2.0 / np.sqrt(s)),
+        "fwd_b": normal(m, std=0.3),
+        "bwd_w": normal(s, m, std=2.0 / np.sqrt(s)),
+        "bwd_b": normal(m, std=0.3),
+    }
+    params["fwd_w"][:, oracle.OUTPUT_IDX] *= logit_scale
+    params["fwd_b"][oracle.OUTPUT_IDX] *= logit_scale
+    return params
+
+
+def stream(seed: int, n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """Standardized-looking inputs; every class appears, labels repeat (something to learn)."""
+    rng = np.random.default_rng(seed)
+    xs = rng.standard_normal((STEPS, n_in)).astype(np.float32)
+    ys = rng.permutation(np.arange(STEPS) % n_out).astype(np.int32)
+    return xs, ys
+
+
+def to_oracle_layout(a: jax.Array) -> np.ndarray:
+    """The fast path's per-layer state [s, n_out, n_in] -> the oracle's [n_in, n_out, s]."""
+    return np.transpose(np.asarray(a, np.float64), (2, 1, 0))
+
+
+class FastEpisode(NamedTuple):
+    logits: np.ndarray
+    losses: np.ndarray
+    initial: list[tuple[np.ndarray, np.ndarray]]
+    states: list[tuple[np.ndarray, np.ndarray]]
+    next_bwd: list[np.ndarray]
+
+
+def run_fast(model: ModelConfig, params: dict[str, Any], xs: np.ndarray, ys: np.ndarray,
+             n_out: int, seed: int) -> FastEpisode:
+    """The learner as ES runs it: per-step logits, online losses, first and last states."""
+    init, step = VsmlLearner(model).make(
+        {k: jnp.asarray(v) for k, v in params.items()}, xs.shape[1], n_out
+    )
+    net0 = init(jax.random.key(seed))
+
+    @jax.jit
+    def episode(net0: Any, xs: jax.Array, ys: jax.Array) -> tuple[Any, ...]:
+        final, logits = jax.lax.scan(lambda net, xy: step(net, *xy), net0, (xs, ys))
+        losses, _ = online_episode(lambda _: net0, step, jax.random.key(0), (xs, ys),
+                                   Stream(len(xs)))
+        return logits, losses, final
+
+    logits, losses, final = episode(net0, jnp.asarray(xs), jnp.asarray(ys))
+
+    def layers(net: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [(to_oracle_layout(ls.h), to_oracle_layout(ls.c)) for ls in net.layers]
+
+    return FastEpisode(np.asarray(logits), np.asarray(losses), layers(net0), layers(final),
+                       [np.asarray(p) for p in final.pending])
+
+
+def compare_episode(model: ModelConfig, cfg: oracle.OracleConfig, n_in: int, n_out: int,
+                    seed: int, **param_kw: float) -> tuple[FastEpisode, oracle.Episode]:
+    params = random_params(seed, **param_kw)
+    xs, ys = stream(seed + 1, n_in, n_out)
+    fast = run_fast(model, params, xs, ys, n_out, seed + 2)
+    want = oracle.run_episode(params, cfg, xs, ys, fast.initial)
+    np.testing.assert_allclose(fast.logits, want.logits, **TOL, err_msg="logits")
+    np.testing.assert_allclose(fast.losses, want.losses, **TOL, err_msg="losses")
+    for li, ((h, c), (h_want, c_want)) in enumerate(zip(fast.states, want.states, strict=True)):
+        np.testing.assert_allclose(h, h_want, **TOL, err_msg=f"final h of layer {li}")
+        np.testing.assert_allclose(c, c_want, **TOL, err_msg=f"final c of layer {li}")
+    for li, (got, expected) in enumerate(zip(fast.next_bwd, want.next_bwd, strict=True)):
+        np.testing.assert_allclose(got, expected, **TOL, err_msg=f"next bwd input of {li}")
+    return fast, want
+
+
+# (n_in, hidden, n_out, backward_pass, feed_label, micro_ticks): every switch on and off, in
+# one and two VSML layers, and one net with two hidden layers (a message through a middle layer).
+EPISODES = {
+    "single-bwd": (7, (), 3, True, False, 2),
+    "single-label-1tick": (7, (), 3, False, True, 1),
+    "single": (7, (), 3, False, False, 2),
+    "deep-bwd-label": (6, (5,), 3, True, True, 2),
+    "deep-label": (6, (5,), 3, False, True, 2),
+    "deep-bwd-1tick": (6, (5,), 3, True, False, 1),
+    "deep2-bwd-label-1tick": (6, (5, 4), 3, True, True, 1),
+    "deep2": (6, (5, 4), 3, False, False, 1),
+}
+
+
+@pytest.mark.parametrize("name", list(EPISODES))
+def test_full_episode_matches_oracle(name: str) -> None:
+    n_in, hidden, n_out, backward, label, ticks = EPISODES[name]
+    # Only the switches are set: the defaults (sizes, bound, init scale) are checked as well.
+    model = ModelConfig(hidden_layers=hidden, backward_pass=backward, feed_label=label,
+                        micro_ticks=ticks)
+    cfg = oracle.OracleConfig(hidden_layers=hidden, backward_pass=backward, feed_label=label,
+                              micro_ticks=ticks)
+    seed = sorted(EPISODES).index(name)
+    fast, want = compare_episode(model, cfg, n_in, n_out, seed)
+    # The trajectory is not trivial: every output's logit moves over the episode, the cells'
+    # zero-initialized half fills, and the labels steer it (other labels, other predictions
+    # by far more than the tolerance), so the error path is exercised.
+    assert np.ptp(want.logits, axis=0).min() > 0.05
+    assert np.abs(want.states[-1][1][..., oracle.STATE_SIZE // 2:]).max() > 0.5
+    xs, ys = stream(seed + 1, n_in, n_out)
+    relabeled = oracle.run_episode(random_params(seed), cfg, xs, (ys + 1) % n_out, fast.initial)
+    assert np.abs(relabeled.logits[-5:] - want.logits[-5:]).max() > 1e-2
+
+
+def test_bounded_logits_match_oracle() -> None:
+    """Logits of tens of units, where 100·tanh(z/100) is far from z and from 50·tanh(z/50)."""
+    fast, want = compare_episode(ModelConfig(backward_pass=True),
+                                 oracle.OracleConfig(backward_pass=True), 7, 3, 11,
+                                 logit_scale=40.0)
+    assert np.abs(want.logits).max() > 20.0
+
+
+def test_oracle_hidden_layer_sees_previous_backward_message() -> None:
+    """The official routing (models.VSMLRNN._tick) that the deep tests hold the fast path to:
+    with a backward pass, a hidden layer's next forward tick gets what the layer above sent it
+    in the backward pass, and that changes the prediction; the last layer gets zeros."""
+    cfg = oracle.OracleConfig(hidden_layers=(4,), backward_pass=True, feed_label=True)
+    params = {k: v.astype(np.float64) for k, v in random_params(3).items()}
+    xs, ys = stream(4, 5, 3)
+    initial = oracle.initial_states(np.random.default_rng(5), oracle.layer_sizes(cfg, 5, 3))
+    one = oracle.run_episode(params, cfg, xs[:1], ys[:1], initial)
+    assert np.abs(one.layers[0].incoming_bwd).max() > 1e-3
+    assert not np.any(one.error)
+    two = oracle.run_episode(params, cfg, xs[:2], ys[:2], initial)
+    again = oracle.tick(params, cfg, copy.deepcopy(one.layers), one.error, xs[1], reverse=False)
+    np.testing.assert_array_equal(two.logits[1], again)
+    zeroed = copy.deepcopy(one.layers)
+    zeroed[0].incoming_bwd = np.zeros_like(zeroed[0].incoming_bwd)
+    without = oracle.tick(params, cfg, zeroed, one.error, xs[1], reverse=False)
+    assert np.abs(again - without).max() > 1e-4
+
+
+def test_initial_states_follow_official_init() -> None:
+    """Per episode: h = 0; c's first half truncated normal (±2σ), σ = 1/sqrt(n_in) of the
+    layer (recurrent.CustomLSTM.initial_vsml_state), second half 0; fresh per episode."""
+    model = ModelConfig(hidden_layers=(100,))
+    sizes = [(400, 100), (100, 40)]
+    params = random_params(0)
+    init, _ = VsmlLearner(model).make({k: jnp.asarray(v) for k, v in params.items()}, 400, 40)
+    first = init(jax.random.key(0))
+    other = init(jax.random.key(1))
+    half = oracle.STATE_SIZE // 2
+    numpy_draw = oracle.initial_states(np.random.default_rng(0), sizes)
+    for li, ((n_in, _), state) in enumerate(zip(sizes, first.layers, strict=True)):
+        h, c = to_oracle_layout(state.h), to_oracle_layout(state.c)
+        assert h.shape == c.shape == (n_in, sizes[li][1], oracle.STATE_SIZE)
+        assert not np.any(h), f"layer {li}: h starts at 0"
+        assert not np.any(c[..., half:]), f"layer {li}: second half of c starts at 0"
+        sigma = oracle.initial_cell_std(n_in)
+        for name, random_half in [("fast path", c[..., :half]),
+                                  ("oracle", numpy_draw[li][1][..., :half])]:
+            assert abs(random_half.std() / (sigma * oracle.truncated_std()) - 1) < 0.02, name
+            assert abs(random_half.mean()) < 0.02 * sigma, name
+            assert 1.95 * sigma < np.abs(random_half).max() <= 2.0 * sigma * (1 + 1e-6), name
+        assert not np.allclose(c, to_oracle_layout(other.layers[li].c))
