@@ -119,7 +119,7 @@ def test_metatest_at_a_datasets_own_size(tmp_path, tiny_overrides):
 
 
 def test_own_size_needs_size_free_learners_and_a_valid_size(tmp_path, tiny_overrides):
-    with pytest.raises(DatasetError, match="depends on the input size"):
+    with pytest.raises(DatasetError, match="depend on the input size"):
         config = load_experiment(QUICKSTART, [*tiny_overrides, "model.learner=hebbian",
                                               "metatest.datasets=[digits:test@16x16]"])
         run.start_training(config, tmp_path / "run", log=lambda message: None)
@@ -135,3 +135,16 @@ def test_cli_exit_code_for_a_bad_size(tmp_path):
          "metatest.datasets=[digits:test@big]"], capture_output=True, text=True)
     assert proc.returncode == 2, proc.stderr
     assert "HEIGHTxWIDTH" in proc.stderr
+
+
+def test_compare_skips_size_bound_learners_at_another_size(tmp_path, tiny_overrides):
+    config = load_experiment(QUICKSTART, [
+        *tiny_overrides, "compare.learners=[vsml, hebbian]",
+        "metatest.datasets=[digits:test, digits:test@12x12]"])
+    messages: list[str] = []
+    summaries, _ = run.compare(config, tmp_path / "cmp", log=messages.append)
+    methods = {}
+    for row in summaries:
+        methods.setdefault(row["dataset"], []).append(row["method"].split(" (")[0])
+    assert methods == {"digits:test": ["VSML", "Hebbian", "SGD linear"],
+                       "digits:test@12x12": ["VSML", "SGD linear"]}, methods

@@ -39,6 +39,8 @@ def learner_config(config: Config, learner: str) -> Config:
     applied; the budget (population, generations, episode length) is never changed."""
     tree = config_to_dict(config)
     tree["model"]["learner"] = learner
+    if learner != config.model.learner:  # a warm start file holds model.learner's parameters
+        tree["training"]["init_params"] = ""
     tree["training"].update(config.compare.es_settings.get(learner, {}))
     return experiment_from_dict(tree)
 

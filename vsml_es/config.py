@@ -106,8 +106,12 @@ class TrainingConfig:
     # amount at any input size, as VSML's mean over connections does (lr = this / features).
     imitation_learning_rate: float = 32.0
     # Start from these parameters (a .vsml file or a run's params.npz) instead of random ones:
-    # e.g. ES refining an imitation-trained learner. "" = random initial parameters.
+    # e.g. ES refining an imitation-trained learner. "" = random initial parameters. "{seed}"
+    # in the path becomes training.seed, so a multi-seed sweep starts each seed from its own.
     init_params: str = ""
+
+    def init_params_path(self) -> str:
+        return self.init_params.replace("{seed}", str(self.seed))
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,7 @@ def _validate_method(config: Config) -> None:
 def check_init_params(config: Config) -> None:
     """``training.init_params`` is a readable learner file whose parameters have exactly the
     shapes this config's learner starts from (and so would not fail generations later)."""
-    path = Path(config.training.init_params)
+    path = Path(config.training.init_params_path())
     if not path.is_file():
         raise ConfigError(f"Config key 'training.init_params': no file '{path}'. Give a .vsml "
                           "file or a run's params.npz, or '' to start from random parameters.")

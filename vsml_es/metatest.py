@@ -140,6 +140,7 @@ def run_metatest(
     steps: int | None = None,
     episodes: int | None = None,
     num_features: int | None = None,
+    log: Report = report,
 ) -> list[dict]:
     """Every contender and every tuned ``metatest.baselines`` learner on every meta-test
     dataset, on identical streams. ``training`` is the meta-training task and data that tuning
@@ -170,7 +171,12 @@ def run_metatest(
         for size, tuned in tuned_at.items() for name, tuning in tuned.items()})
     summaries = []
     for ref, task, data in tests:
-        everyone = [*contenders,
+        sized = split_size(ref)[1] is not None
+        skipped = [c.label for c in contenders if sized and not c.learner.size_free]
+        if skipped:
+            log(f"{ref}: skipping {', '.join(skipped)} (parameters tied to the training "
+                "input size)")
+        everyone = [*(c for c in contenders if not (sized and not c.learner.size_free)),
                     *tuned_contenders(config, tuned_at.get(split_size(ref)[1], {}))]
         all_curves = [learner_curves(c, task, data, episodes, mt.seed) for c in everyone]
         stem = task.name.replace(":", "_")

@@ -417,9 +417,10 @@ def check_metatest_fits(task: TaskConfig, metatest: MetaTestConfig,
     """Every meta-test dataset reaches the network's inputs (``num_features``, default: what
     the meta-training data preprocesses to), checked from the registry before any work.
 
-    ``size_free``: the learners to be meta-tested when all of them run at any input size;
-    only then may a dataset carry its own '@HxW' size (its baselines are then tuned on the
-    meta-training streams resampled to that size, which must be possible).
+    ``size_free``: the learners to be meta-tested that run at any input size (None: none);
+    only with one may a dataset carry its own '@HxW' size (its baselines are then tuned on the
+    meta-training streams resampled to that size, which must be possible; the learners that
+    depend on the input size skip it).
     """
     if num_features is None:
         num_features = training_num_features(task)
@@ -431,8 +432,8 @@ def check_metatest_fits(task: TaskConfig, metatest: MetaTestConfig,
         if size is not None:
             if size_free is None:
                 raise DatasetError(
-                    f"Meta-test dataset '{ref}' ({path}) asks for its own input size, but a "
-                    "learner to be meta-tested depends on the input size (only VSML and the "
+                    f"Meta-test dataset '{ref}' ({path}) asks for its own input size, but "
+                    "the learners to be meta-tested depend on the input size (VSML and the "
                     "SGD/Adam baselines do not). Drop the '@HxW' and use metatest.preprocess."
                 )
             try:

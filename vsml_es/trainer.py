@@ -66,7 +66,7 @@ class Trainer:
         self.template = spec.learner.init_params(init_key, spec.task.num_features,
                                                  spec.task.num_outputs)
         if config.training.init_params:  # same structure, checked by experiment.validate
-            self.template = read_learner_file(Path(config.training.init_params))[0]
+            self.template = read_learner_file(Path(config.training.init_params_path()))[0]
         if config.training.method == "imitation":
             method = build_imitation(config.training, spec.learner, spec.task.num_features)
             self.strategy: Strategy = Strategy(method, {}, mirrored=False)

@@ -106,7 +106,7 @@ for _entry in (
 
 
 def size_free_names(config: Config, learners: tuple[str, ...]) -> tuple[str, ...] | None:
-    """``learners`` and the meta-test baselines when every one of them runs at any input size
-    (their parameters do not depend on it), else None."""
-    names = (*learners, *config.metatest.baselines)
-    return names if all(build_learner(n, config).size_free for n in names) else None
+    """Those of ``learners`` that run at any input size (their parameters do not depend on
+    it), or None when none does. The meta-test baselines (SGD/Adam) always do."""
+    names = tuple(n for n in learners if build_learner(n, config).size_free)
+    return names or None
