@@ -55,8 +55,11 @@ def test_imitation_training_lowers_the_imitation_loss(tmp_path, tiny_overrides):
     assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:10]), losses
 
 
-def test_imitation_resumes_bit_exactly(tmp_path, tiny_overrides):
-    overrides = [*tiny_overrides, *IMITATION, "training.generations=6", "checkpoint.every=3"]
+@pytest.mark.parametrize("horizon", [0, 48])
+def test_imitation_resumes_bit_exactly(tmp_path, tiny_overrides, horizon):
+    """Carried episodes (horizon 48 = 3 unrolls of 16) are part of the checkpoint too."""
+    overrides = [*tiny_overrides, *IMITATION, f"training.imitation_horizon={horizon}",
+                 "training.generations=6", "checkpoint.every=3"]
     config = load_experiment(QUICKSTART, overrides)
     straight = Trainer(config, tmp_path / "straight")
     straight.run()
@@ -93,6 +96,8 @@ def test_bad_method_settings_fail_before_work(tmp_path, tiny_overrides):
         load_experiment(QUICKSTART, [*tiny_overrides, "training.init_params=/nonexistent.vsml"])
     with pytest.raises(ConfigError, match="valid values"):
         load_experiment(QUICKSTART, [*tiny_overrides, "training.method=backprop"])
+    with pytest.raises(ConfigError, match="multiple of task.episode_length"):
+        load_experiment(QUICKSTART, [*tiny_overrides, *IMITATION, "training.imitation_horizon=40"])
     # A learner file of another model size is refused, naming the mismatch.
     small = load_experiment(QUICKSTART, [*tiny_overrides, *IMITATION, "training.generations=1",
                                          "model.state_size=8"])
@@ -100,8 +105,9 @@ def test_bad_method_settings_fail_before_work(tmp_path, tiny_overrides):
     with pytest.raises(ConfigError, match="another shape"):
         load_experiment(QUICKSTART, [*tiny_overrides,
                                      f"training.init_params={tmp_path / 'small' / 'params.npz'}"])
-    assert build_imitation(small.training, build_learner("vsml", small), 64).target_learning_rate \
-        == 8 / 64
+    task, _ = build_task(small.task)
+    assert build_imitation(small.training, build_learner("vsml", small),
+                           task).target_learning_rate == 8 / 64
 
 
 def test_metatest_at_a_datasets_own_size(tmp_path, tiny_overrides):

@@ -105,6 +105,11 @@ class TrainingConfig:
     # The target's learning rate times the input size: its step moves the logits by the same
     # amount at any input size, as VSML's mean over connections does (lr = this / features).
     imitation_learning_rate: float = 32.0
+    # 0: every step imitates on fresh task.episode_length-step episodes. H > 0: episodes of H
+    # steps, task.episode_length of them per step with the states carried from the step
+    # before (truncated backprop), the batch's episodes staggered over the horizon, so late
+    # steps of long streams are imitated too at the cost of a short unroll.
+    imitation_horizon: int = 0
     # Start from these parameters (a .vsml file or a run's params.npz) instead of random ones:
     # e.g. ES refining an imitation-trained learner. "" = random initial parameters. "{seed}"
     # in the path becomes training.seed, so a multi-seed sweep starts each seed from its own.
@@ -584,6 +589,7 @@ LIMITS: dict[str, tuple[float, str]] = {
     "training.sigma": (1e3, "noise this large only explores overflow"),
     "training.learning_rate": (1e3, "ES steps this large only overflow"),
     "training.imitation_learning_rate": (1e6, "the imitated optimizer would only overflow"),
+    "training.imitation_horizon": (10**6, "one episode's indices live on the device"),
     "task.episode_length": (10**6, "one episode's indices live on the device"),
     "task.num_classes": (10**5, "VSML keeps a state per connection to every output"),
     "metatest.steps": (10**6, "curves are stored per step and episode"),
@@ -681,6 +687,11 @@ def check_values(config: Config) -> None:
         raise ConfigError(
             f"Config key 'model.state_size' must be even (half of the cell state holds the "
             f"random initial 'weight'), got {m.state_size}."
+        )
+    if tr.imitation_horizon < 0 or tr.imitation_horizon % t.episode_length:
+        raise ConfigError(
+            f"Config key 'training.imitation_horizon' ({tr.imitation_horizon}) must be 0 or a "
+            f"positive multiple of task.episode_length ({t.episode_length}), the unroll per step."
         )
     if t.num_classes < 2:
         raise ConfigError(f"Config key 'task.num_classes' must be at least 2, got {t.num_classes}.")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -59,6 +59,16 @@ def imitation_episode(
     return jnp.mean(errs), jnp.mean(correct)
 
 
+class Carry(NamedTuple):
+    """One long episode in progress (``training.imitation_horizon``): its key, the next step,
+    and the learner's and the target's states there."""
+
+    key: jax.Array
+    t: jax.Array
+    state: Any
+    target_state: Any
+
+
 @dataclass(frozen=True)
 class Imitation:
     """Looks like an evosax algorithm to the trainer (init / get_mean over a state pytree),
@@ -69,45 +79,118 @@ class Imitation:
     target_learning_rate: float  # already divided by the input size
     learning_rate: float
     population_size: int  # episodes per step
+    horizon: int  # 0: fresh episodes every step; else carried episodes of this many steps
+    task: EpisodeSource
+    seed: int
 
     @property
     def optimizer(self) -> optax.GradientTransformation:
         return optax.chain(optax.clip_by_global_norm(GRADIENT_CLIP), optax.adam(self.learning_rate))
 
+    @property
+    def target_params(self) -> Params:
+        return {"learning_rate": jnp.float32(self.target_learning_rate)}
+
     def init(self, key: jax.Array, template: Params, params: Any) -> dict[str, Any]:
         del key, params
-        return {"params": template, "opt": self.optimizer.init(template)}
+        state = {"params": template, "opt": self.optimizer.init(template)}
+        if self.horizon:
+            state["episodes"] = _initial_carries(self, template)
+        return state
 
     def get_mean(self, state: dict[str, Any]) -> Params:
         return state["params"]
 
-    def update(self, state: dict[str, Any], seed: int, generation: int, episode_ids: Any,
-               data: Data, task: EpisodeSource) -> tuple[dict[str, Any], jax.Array, jax.Array]:
-        return _update(self, state, jnp.int32(seed), jnp.int32(generation),
-                       jnp.asarray(episode_ids), data, task)
+    def update(self, state: dict[str, Any], generation: int, episode_ids: Any,
+               data: Data) -> tuple[dict[str, Any], jax.Array, jax.Array]:
+        return _update(self, state, jnp.int32(generation), jnp.asarray(episode_ids), data)
 
 
-@partial(jax.jit, static_argnames=("method", "task"))
-def _update(method: Imitation, state: dict[str, Any], seed: jax.Array, generation: jax.Array,
-            episode_ids: jax.Array, data: Data, task: EpisodeSource):
-    keys = episode_keys(seed, generation, episode_ids)
-    target_params = {"learning_rate": jnp.float32(method.target_learning_rate)}
+def _fresh(method: Imitation, params: Params, key: jax.Array, t: jax.Array) -> Carry:
+    """A new episode starting at step ``t`` of the stream of ``key`` (keys split as in
+    ``online_episode``, so the stream is the one ES and the meta-test would draw)."""
+    task = method.task
+    k_learner = jax.random.split(key)[1]
+    init, _ = method.learner.make(params, task.num_features, task.num_outputs)
+    t_init, _ = method.target.make(method.target_params, task.num_features, task.num_outputs)
+    return Carry(key, t, init(k_learner), t_init(k_learner))
 
-    def batch_loss(params: Params) -> tuple[jax.Array, jax.Array]:
-        losses, accs = jax.vmap(imitation_episode, in_axes=(None, None, None, None, 0, None, None))(
-            method.learner, params, method.target, target_params, keys, data, task)
-        return jnp.mean(losses), jnp.mean(accs)
 
-    (loss, acc), grads = jax.value_and_grad(batch_loss, has_aux=True)(state["params"])
+def _initial_carries(method: Imitation, params: Params) -> Carry:
+    """Episodes staggered over the horizon, so every step imitates early and late steps."""
+    b, unroll = method.population_size, method.task.episode_length
+    windows = method.horizon // unroll
+    starts = jnp.asarray([(i * windows // b) * unroll for i in range(b)], jnp.int32)
+    keys = episode_keys(jnp.int32(method.seed), jnp.int32(0), jnp.arange(b, dtype=jnp.int32))
+    return jax.vmap(lambda k, t: _fresh(method, params, k, t))(keys, starts)
+
+
+def _carried_episode(method: Imitation, params: Params, carry: Carry, new_key: jax.Array,
+                     data: Data) -> tuple[jax.Array, jax.Array, Carry]:
+    """``task.episode_length`` steps of a long episode from where ``carry`` stopped; an episode
+    that reached the horizon starts over on the stream of ``new_key``."""
+    restart = carry.t >= method.horizon
+    fresh = _fresh(method, params, new_key, jnp.int32(0))
+    carry = jax.tree.map(lambda a, b: jnp.where(restart, a, b), fresh, carry)
+    long_task = method.task.with_episode_length(method.horizon)
+    spec = long_task.episode(jax.random.split(carry.key)[0])
+    _, step = method.learner.make(params, long_task.num_features, long_task.num_outputs)
+    _, t_step = method.target.make(method.target_params, long_task.num_features,
+                                   long_task.num_outputs)
+
+    @jax.checkpoint
+    def body(states: Any, t: jax.Array) -> tuple[Any, tuple[jax.Array, jax.Array]]:
+        state, t_state = states
+        x, y = long_task.example(data, spec, t)
+        state, logits = step(state, x, y)
+        t_state, t_logits = t_step(t_state, x, y)
+        err = jnp.mean((centred(logits) - jax.lax.stop_gradient(centred(t_logits))) ** 2)
+        return (state, t_state), (err, (jnp.argmax(logits) == y).astype(jnp.float32))
+
+    # Truncated backprop: the carried state is a constant of this step's loss.
+    start = (jax.lax.stop_gradient(carry.state), carry.target_state)
+    ts = carry.t + jnp.arange(method.task.episode_length)
+    (state, t_state), (errs, correct) = jax.lax.scan(body, start, ts)
+    end = Carry(carry.key, carry.t + method.task.episode_length, state, t_state)
+    return jnp.mean(errs), jnp.mean(correct), end
+
+
+@partial(jax.jit, static_argnames=("method",))
+def _update(method: Imitation, state: dict[str, Any], generation: jax.Array,
+            episode_ids: jax.Array, data: Data):
+    keys = episode_keys(jnp.int32(method.seed), generation, episode_ids)
+
+    def batch_loss(params: Params) -> tuple[jax.Array, tuple[jax.Array, Any]]:
+        if method.horizon:
+            losses, accs, carries = jax.vmap(
+                _carried_episode, in_axes=(None, None, 0, 0, None))(
+                method, params, state["episodes"], keys, data)
+        else:
+            losses, accs = jax.vmap(
+                imitation_episode, in_axes=(None, None, None, None, 0, None, None))(
+                method.learner, params, method.target, method.target_params, keys, data,
+                method.task)
+            carries = None
+        return jnp.mean(losses), (jnp.mean(accs), carries)
+
+    (loss, (acc, carries)), grads = jax.value_and_grad(batch_loss, has_aux=True)(
+        state["params"])
     updates, opt = method.optimizer.update(grads, state["opt"], state["params"])
-    return {"params": optax.apply_updates(state["params"], updates), "opt": opt}, loss, acc
+    new = {"params": optax.apply_updates(state["params"], updates), "opt": opt}
+    if method.horizon:
+        new["episodes"] = jax.lax.stop_gradient(carries)
+    return new, loss, acc
 
 
-def build_imitation(training: TrainingConfig, learner: Learner, num_features: int) -> Imitation:
+def build_imitation(training: TrainingConfig, learner: Learner,
+                    task: EpisodeSource) -> Imitation:
     return Imitation(
         learner=learner,
         target=GradientLearner(training.imitation_target),
-        target_learning_rate=training.imitation_learning_rate / num_features,
+        target_learning_rate=training.imitation_learning_rate / task.num_features,
         learning_rate=training.learning_rate,
         population_size=training.population_size,
+        horizon=training.imitation_horizon,
+        task=task,
+        seed=training.seed,
     )

@@ -68,7 +68,7 @@ class Trainer:
         if config.training.init_params:  # same structure, checked by experiment.validate
             self.template = read_learner_file(Path(config.training.init_params_path()))[0]
         if config.training.method == "imitation":
-            method = build_imitation(config.training, spec.learner, spec.task.num_features)
+            method = build_imitation(config.training, spec.learner, spec.task)
             self.strategy: Strategy = Strategy(method, {}, mirrored=False)
         else:
             self.strategy = build_strategy(config.training, self.template)
@@ -183,8 +183,7 @@ class Trainer:
         g = state.generation
         start = time.perf_counter()
         es_state, loss, acc = self.strategy.algorithm.update(
-            state.es_state, self.config.training.seed, g, self.episode_ids, self.data,
-            self.spec.task)
+            state.es_state, g, self.episode_ids, self.data)
         loss = float(loss)
         if not math.isfinite(loss):
             raise FloatingPointError(
