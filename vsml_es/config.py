@@ -110,6 +110,7 @@ class TrainingConfig:
     # before (truncated backprop), the batch's episodes staggered over the horizon, so late
     # steps of long streams are imitated too at the cost of a short unroll.
     imitation_horizon: int = 0
+    imitation_loss: str = "logits"  # logits (squared, centred) | kl (of the predictions)
     # Start from these parameters (a .vsml file or a run's params.npz) instead of random ones:
     # e.g. ES refining an imitation-trained learner. "" = random initial parameters. "{seed}"
     # in the path becomes training.seed, so a multi-seed sweep starts each seed from its own.
@@ -700,6 +701,7 @@ def check_values(config: Config) -> None:
         "training.optimizer": (tr.optimizer, ("adam", "sgd")),
         "training.method": (tr.method, ("es", "imitation")),
         "training.imitation_target": (tr.imitation_target, ("sgd", "adam")),
+        "training.imitation_loss": (tr.imitation_loss, ("logits", "kl")),
     }
     for path, (value, valid) in choices.items():
         if value not in valid:

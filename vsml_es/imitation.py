@@ -35,9 +35,20 @@ def centred(logits: jax.Array) -> jax.Array:
     return logits - jnp.mean(logits, axis=-1, keepdims=True)
 
 
+def imitation_error(logits: jax.Array, target_logits: jax.Array, kind: str) -> jax.Array:
+    """'logits': squared difference of centred logits (matches the optimizer's confidence
+    exactly, so large late-stream logits dominate); 'kl': KL(target || learner) of the
+    predictions, which asks for the same beliefs at any logit scale."""
+    target_logits = jax.lax.stop_gradient(target_logits)
+    if kind == "kl":
+        p = jax.nn.softmax(target_logits)
+        return jnp.sum(p * (jax.nn.log_softmax(target_logits) - jax.nn.log_softmax(logits)))
+    return jnp.mean((centred(logits) - centred(target_logits)) ** 2)
+
+
 def imitation_episode(
     learner: Learner, params: Params, target: Learner, target_params: Params,
-    key: jax.Array, data: Data, task: EpisodeSource,
+    key: jax.Array, data: Data, task: EpisodeSource, loss: str = "logits",
 ) -> tuple[jax.Array, jax.Array]:
     """(imitation loss, online accuracy) of one episode; the stream is ``online_episode``'s."""
     k_spec, k_learner = jax.random.split(key)
@@ -51,7 +62,7 @@ def imitation_episode(
         x, y = task.example(data, spec, t)
         state, logits = step(state, x, y)
         t_state, t_logits = t_step(t_state, x, y)
-        err = jnp.mean((centred(logits) - jax.lax.stop_gradient(centred(t_logits))) ** 2)
+        err = imitation_error(logits, t_logits, loss)
         return (state, t_state), (err, (jnp.argmax(logits) == y).astype(jnp.float32))
 
     carry = (init(k_learner), t_init(k_learner))
@@ -82,6 +93,7 @@ class Imitation:
     horizon: int  # 0: fresh episodes every step; else carried episodes of this many steps
     task: EpisodeSource
     seed: int
+    loss: str = "logits"  # see imitation_error
 
     @property
     def optimizer(self) -> optax.GradientTransformation:
@@ -144,7 +156,7 @@ def _carried_episode(method: Imitation, params: Params, carry: Carry, new_key: j
         x, y = long_task.example(data, spec, t)
         state, logits = step(state, x, y)
         t_state, t_logits = t_step(t_state, x, y)
-        err = jnp.mean((centred(logits) - jax.lax.stop_gradient(centred(t_logits))) ** 2)
+        err = imitation_error(logits, t_logits, method.loss)
         return (state, t_state), (err, (jnp.argmax(logits) == y).astype(jnp.float32))
 
     # Truncated backprop: the carried state is a constant of this step's loss.
@@ -167,9 +179,9 @@ def _update(method: Imitation, state: dict[str, Any], generation: jax.Array,
                 method, params, state["episodes"], keys, data)
         else:
             losses, accs = jax.vmap(
-                imitation_episode, in_axes=(None, None, None, None, 0, None, None))(
+                imitation_episode, in_axes=(None, None, None, None, 0, None, None, None))(
                 method.learner, params, method.target, method.target_params, keys, data,
-                method.task)
+                method.task, method.loss)
             carries = None
         return jnp.mean(losses), (jnp.mean(accs), carries)
 
@@ -193,4 +205,5 @@ def build_imitation(training: TrainingConfig, learner: Learner,
         horizon=training.imitation_horizon,
         task=task,
         seed=training.seed,
+        loss=training.imitation_loss,
     )
