@@ -1,16 +1,19 @@
-"""Where populations are evaluated: in this process, or on Ray actors.
+"""Where populations are evaluated (in this process, or on Ray actors) and where sweep trials
+run (Ray Tune).
 
-The single choice point between the two evaluators. ``distributed`` (the only module that
-imports Ray) is imported here and nowhere else in the library, so deleting it leaves in-process
-evaluation working. A backend is opened once per command, around all of its work: Ray starts
-before any dataset is loaded (no fork after heavy JAX work) and stops on the way out, on errors
-and Ctrl-C too, so no Ray process outlives the command.
+The single choice point between the two evaluators, and the one door to the Ray adapter:
+``distributed`` (the only package that imports Ray) is imported here and nowhere else in the
+library, so deleting it leaves in-process evaluation working. A backend is opened once per
+command, around all of its work: Ray starts before any dataset is loaded (no fork after heavy
+JAX work) and stops on the way out, on errors and Ctrl-C too, so no Ray process outlives the
+command.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from vsml_es.config import DistributedConfig
@@ -59,3 +62,19 @@ def open_backend(dist: DistributedConfig, log: Report = print) -> Iterator[Backe
                         "with --workers 0.") from None
     with distributed.ray_session(dist):
         yield Backend(dist, distributed, log)
+
+
+def run_trials(dist: DistributedConfig, specs: dict[str, dict[str, Any]],
+               fn: Callable[[dict[str, Any]], dict[str, Any]], storage: Path, *,
+               cpus: float = 1.0, gpus: float = 0.0, concurrent: int | None = None,
+               verbose: bool = False, log: Report = print) -> dict[str, str]:
+    """``fn(spec)`` for every named spec as a Ray Tune trial, on the private local Ray or the
+    cluster at ``dist.address``; returns the failed trials' errors by name (see
+    :func:`vsml_es.distributed.trials.run_trials`)."""
+    try:
+        from vsml_es.distributed import trials
+    except ImportError as err:
+        raise UserError(f"Sweeps run on Ray Tune, which is not available ({err}).") from None
+    return trials.run_trials(dist, specs, fn, storage,
+                             trials.TrialResources(cpus, gpus, concurrent),
+                             verbose=verbose, log=log)

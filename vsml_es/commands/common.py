@@ -29,12 +29,17 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
                    "--set training.population_size=128 (repeatable)")
 
 
-def add_backend_args(p: argparse.ArgumentParser) -> None:
-    """Where populations are evaluated: shared by every command that meta-trains."""
+def add_ray_address_arg(p: argparse.ArgumentParser, what: str = "evaluate") -> None:
+    """``--ray-address``: shorthand for ``--set distributed.address=...``."""
     p.add_argument("--ray-address", dest="overrides", action=_SetKey, key="distributed.address",
                    metavar="auto|HOST:PORT",
-                   help="evaluate on this Ray cluster ('auto': the one started on this machine "
+                   help=f"{what} on this Ray cluster ('auto': the one started on this machine "
                    "with 'ray start'); default: a private Ray on this machine, loopback only")
+
+
+def add_backend_args(p: argparse.ArgumentParser) -> None:
+    """Where populations are evaluated: shared by every command that meta-trains."""
+    add_ray_address_arg(p)
     p.add_argument("--workers", dest="overrides", action=_SetKey, key="distributed.workers",
                    metavar="N", type=int,
                    help="Ray workers (default: one per node, one per GPU share with "

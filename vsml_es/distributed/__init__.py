@@ -1,6 +1,7 @@
 """Population evaluation on Ray actors: a private local Ray by default, or a cluster.
 
-The only module that imports Ray; deleting it removes the choice of evaluator and nothing else.
+The Ray adapter package (with ``trials``, sweep trials on Ray Tune): the only code that imports
+Ray; deleting it removes the choice of evaluator and the sweeps, nothing else.
 Each actor holds the dataset (placed once with ``ray.put``) and calls the same
 ``evaluate_members`` as the in-process evaluator. The driver splits each population into shards
 of whole antithetic pairs, sends every shard with its (generation, episode ids) and re-sends the
@@ -83,10 +84,11 @@ class _DropTokenNotice(logging.Filter):
 _TOKEN_LOGGER = "ray._private.authentication.authentication_token_setup"
 
 
-def _init_ray(dist: DistributedConfig) -> None:
+def _init_ray(dist: DistributedConfig, log_to_driver: bool = True) -> None:
     import ray
 
-    common = {"logging_level": logging.WARNING, "namespace": "vsml-es"}
+    common = {"logging_level": logging.WARNING, "namespace": "vsml-es",
+              "log_to_driver": log_to_driver}
     if dist.address is None:
         if ray.util.get_node_ip_address() not in ("127.0.0.1", "::1"):
             raise ClusterError(
@@ -118,12 +120,13 @@ def _init_ray(dist: DistributedConfig) -> None:
 
 
 @contextmanager
-def ray_session(dist: DistributedConfig) -> Iterator[None]:
+def ray_session(dist: DistributedConfig, log_to_driver: bool = True) -> Iterator[None]:
     """Start (embedded) or join (address) Ray; always shut down, on errors and Ctrl-C too.
 
     Start it before heavy JAX work: Ray forks its helper processes, and a fork after JAX's
     threads are busy can deadlock. ``load_config`` has only touched JAX lightly by then; the
-    warning JAX prints for that is filtered here.
+    warning JAX prints for that is filtered here. ``log_to_driver=False`` keeps what the Ray
+    workers print (in Ray's session logs) off this terminal.
     """
     _prepare_environment(dist.address)  # before the first ``import ray``
     import ray
@@ -136,7 +139,7 @@ def ray_session(dist: DistributedConfig) -> Iterator[None]:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called",
                                     category=RuntimeWarning)
-            _init_ray(dist)
+            _init_ray(dist, log_to_driver)
         yield
     finally:
         ray.shutdown()
