@@ -325,7 +325,9 @@ def _check_same_sweep(plan: SweepPlan, saved: Any) -> None:
                         "another --out.") from None
     now = plan.record()
     differences = []
-    if saved.get("grid") != now["grid"]:
+    saved_grid = saved.get("grid")
+    if not isinstance(saved_grid, dict) or list(saved_grid.items()) != list(now["grid"].items()):
+        # the order counts too: it names the grid points' run directories
         differences.append(f"grid {_flow(saved.get('grid'))} (then) -> {_flow(now['grid'])} "
                            "(now)")
     if saved.get("seeds") != now["seeds"]:
@@ -342,8 +344,9 @@ def _check_same_sweep(plan: SweepPlan, saved: Any) -> None:
 
 
 def _flow(value: Any) -> str:
-    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix(
-        "\n...").removesuffix(" ...")
+    """One-line YAML, keys in their order."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=1000, sort_keys=False)
+    return text.strip().removesuffix("\n...").removesuffix(" ...")
 
 
 # --------------------------------------------------------------------------------------------
@@ -419,7 +422,8 @@ def run_sweep(plan: SweepPlan, *, cpus_per_trial: float = 1.0, gpus_per_trial: f
             atomic_write_bytes(plan.out / SWEEP_FILE, yaml.safe_dump(
                 plan.record(), sort_keys=False, width=100).encode())
         todo = [t for t in plan.trials if trial_state(t.run_dir, plan.metatest) != "done"]
-        skipped = [t.name for t in plan.trials if t not in todo]
+        todo_names = {t.name for t in todo}
+        skipped = [t.name for t in plan.trials if t.name not in todo_names]
         specs = {t.name: {"run_dir": str(t.run_dir.absolute()),
                           "config": config_to_dict(t.config), "metatest": plan.metatest}
                  for t in todo}
