@@ -154,3 +154,20 @@ def test_compare_skips_size_bound_learners_at_another_size(tmp_path, tiny_overri
         methods.setdefault(row["dataset"], []).append(row["method"].split(" (")[0])
     assert methods == {"digits:test": ["VSML", "Hebbian", "SGD linear"],
                        "digits:test@12x12": ["VSML", "SGD linear"]}, methods
+
+
+def test_carried_episodes_are_staggered_and_restart_at_the_horizon(tmp_path, tiny_overrides):
+    config = load_experiment(QUICKSTART, [*tiny_overrides, *IMITATION,
+                                          "training.imitation_horizon=64"])  # 4 unrolls of 16
+    trainer = Trainer(config, tmp_path / "run")
+    state = trainer.initial_state()
+    assert np.asarray(state.es_state["episodes"].t).tolist() == [0, 16, 32, 48]
+    state, _ = trainer.step(state)
+    assert np.asarray(state.es_state["episodes"].t).tolist() == [16, 32, 48, 64]
+    keys_before = jax.random.key_data(state.es_state["episodes"].key)
+    state, _ = trainer.step(state)
+    # The fourth stream reached the horizon: it restarted on a new stream, the others carry on.
+    assert np.asarray(state.es_state["episodes"].t).tolist() == [32, 48, 64, 16]
+    keys_after = jax.random.key_data(state.es_state["episodes"].key)
+    np.testing.assert_array_equal(keys_before[:3], keys_after[:3])
+    assert not np.array_equal(keys_before[3], keys_after[3])
