@@ -1,0 +1,176 @@
+"""Mutation check of tests/test_oracle.py: does each plausible mistake in the fast path fail it?
+
+Run ``python tests/oracle_mutations.py [ID ...]`` from the repository root. It copies the
+working tree (without .git) to a temporary directory, applies one mutation at a time there,
+runs ``python -m pytest -q tests/test_oracle.py`` on the copy, and prints the markdown table
+of docs/results/oracle_mutations.md (which tests failed, i.e. caught the mutation). The
+checkout itself is never modified. A mutation whose text no longer occurs is reported, not
+applied: update its strings when the code it targets changes.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+# (id, what, file, old text, new text): one mistake each, in the code the learner runs.
+V = "vsml_es/vsml.py"
+C = "vsml_es/config.py"
+E = "vsml_es/episodes.py"
+MUTATIONS = [
+    # --- the issue's list
+    ("error-sign", "error sign flipped: onehot - softmax", V,
+     "error = jax.nn.softmax(logits) - onehot", "error = onehot - jax.nn.softmax(logits)"),
+    ("forget-offset", "forget-gate offset 5 -> 4", V, "FORGET_OFFSET = 5.0", "FORGET_OFFSET = 4.0"),
+    ("input-offset", "input-gate offset -5 -> -4", V, "INPUT_OFFSET = -5.0", "INPUT_OFFSET = -4.0"),
+    ("readout-slot", "prediction read from message slot 0 instead of 1", V,
+     "PREDICTION_SLOT = 1", "PREDICTION_SLOT = 0"),
+    ("fwd-sum", "forward messages summed over inputs instead of averaged", V,
+     "jnp.mean(h, axis=2).T", "jnp.sum(h, axis=2).T"),
+    ("bwd-sum", "backward messages summed over outputs instead of averaged", V,
+     "jnp.mean(h, axis=1).T", "jnp.sum(h, axis=1).T"),
+    ("bound-50", "output bound default 100 -> 50", C,
+     "output_bound: float = 100.0", "output_bound: float = 50.0"),
+    ("label-slot", "label fed in slot 2 instead of 1", V,
+     "msg = msg.at[:, 1].set(label_onehot)", "msg = msg.at[:, 2].set(label_onehot)"),
+    ("bwd-skip-first", "backward pass skips the first layer", V,
+     "for li in reversed(range(num_layers)):", "for li in reversed(range(1, num_layers)):"),
+    ("bwd-skip-last", "backward pass skips the last layer (starts below it)", V,
+     "        bwd = err_msg\n        for li in reversed(range(num_layers)):",
+     "        bwd = err_msg\n        for li in reversed(range(num_layers - 1)):"),
+    ("init-scale", "initial-state scale default 1.0 -> 1.1", C,
+     "init_scale: float = 1.0", "init_scale: float = 1.1"),
+    ("init-fan", "initial-state std 1/sqrt(n_out) instead of 1/sqrt(n_in)", V,
+     "(model.init_scale / jnp.sqrt(n_in))", "(model.init_scale / jnp.sqrt(n_out))"),
+    # --- gates
+    ("gate-candidate", "gates: cell candidate tanh(1.01 g)", V,
+     "_sigmoid(i + INPUT_OFFSET) * jnp.tanh(g)", "_sigmoid(i + INPUT_OFFSET) * jnp.tanh(1.01 * g)"),
+    ("gate-output", "gates: output gate sigmoid(o + 0.01)", V,
+     "return _sigmoid(o) * jnp.tanh(c), c", "return _sigmoid(o + 0.01) * jnp.tanh(c), c"),
+    ("gate-order", "gates: i and f row blocks swapped", V,
+     "i, g, f, o = z[:s], z[s : 2 * s], z[2 * s : 3 * s], z[3 * s :]",
+     "f, g, i, o = z[:s], z[s : 2 * s], z[2 * s : 3 * s], z[3 * s :]"),
+    ("gate-sigmoid", "gates: sigmoid as 0.5 tanh(x/2) + 0.501", V,
+     "return 0.5 * jnp.tanh(0.5 * x) + 0.5", "return 0.5 * jnp.tanh(0.5 * x) + 0.501"),
+    ("gate-recurrent", "gates: recurrent term reads c instead of h", V,
+     'z = (jnp.einsum("ks,sba->kba", w_ht, h, precision=PRECISION)',
+     'z = (jnp.einsum("ks,sba->kba", w_ht, c, precision=PRECISION)'),
+    ("gate-bias", "gates: LSTM bias dropped", V,
+     'precision=PRECISION) + params["lstm_b"][:, None]', 'precision=PRECISION)'),
+    ("micro-ticks", "micro ticks fixed at 2 whatever the config", V,
+     "jax.lax.fori_loop(0, ticks, tick, tuple(state))",
+     "jax.lax.fori_loop(0, 2, tick, tuple(state))"),
+    # --- messages
+    ("msg-fwd-bias", "messages: forward bias added twice", V,
+     'precision=PRECISION) + params["fwd_b"]', 'precision=PRECISION) + 2 * params["fwd_b"]'),
+    ("msg-bwd-bias", "messages: backward bias dropped", V,
+     'precision=PRECISION) + params["bwd_b"]', 'precision=PRECISION)'),
+    ("msg-bwd-proj", "messages: backward message projected with fwd_w", V,
+     'jnp.matmul(h_from_a, params["bwd_w"]', 'jnp.matmul(h_from_a, params["fwd_w"]'),
+    ("msg-rows", "messages: backward message read through the forward rows of lstm_w", V,
+     "w_f, w_g, w_h = w[:m], w[m : 2 * m], w[2 * m :]", "w_f, w_g, w_h = w[:m], w[:m], w[2 * m :]"),
+    ("msg-input-slot", "messages: input in slot 1 instead of 0", V,
+     "jnp.zeros((x.shape[0], message_size)).at[:, 0].set(x)",
+     "jnp.zeros((x.shape[0], message_size)).at[:, 1].set(x)"),
+    ("msg-error-slot", "messages: error in slot 2 instead of 0", V,
+     "msg = jnp.zeros((error.shape[0], message_size)).at[:, 0].set(error)",
+     "msg = jnp.zeros((error.shape[0], message_size)).at[:, 2].set(error)"),
+    ("msg-hidden-fwd",
+     "routing: a hidden layer gets zeros instead of the backward message of the layer above "
+     "(no backward pass)", V,
+     "            pending[li - 1] = bwd_out  # with", "            pass  # with"),
+    ("msg-hidden-bwd-zero",
+     "routing: with the backward pass, a hidden layer's forward tick gets zeros instead of the "
+     "previous backward pass's message (the behaviour before issue 13 item 4)", V,
+     "                pending[li - 1] = bwd  # read by", "                pass  # read by"),
+    ("error-late", "error of the previous example never delivered (no backward pass)", V,
+     "        pending[-1] = err_msg  # arrives", "        pass  # arrives"),
+    ("error-scale", "error softmax - onehot scaled by 1.01", V,
+     "error = jax.nn.softmax(logits) - onehot", "error = 1.01 * (jax.nn.softmax(logits) - onehot)"),
+    ("label-always", "label fed even with feed_label off", V,
+     "    if feed_label:\n", "    if True:\n"),
+    # --- read-out and bounding
+    ("readout-scale", "read-out: logits 1.001 x message", V,
+     "bound_logits(fwd[:, PREDICTION_SLOT], model.output_bound)",
+     "bound_logits(1.001 * fwd[:, PREDICTION_SLOT], model.output_bound)"),
+    ("bound-none", "bounding removed (raw logits)", V,
+     "return bound * jnp.tanh(raw / bound)", "return raw"),
+    ("bound-formula", "bounding: 2b tanh(z / 2b)", V,
+     "return bound * jnp.tanh(raw / bound)", "return 2 * bound * jnp.tanh(raw / (2 * bound))"),
+    ("loss-index", "online loss of class 0 instead of the label", E,
+     "loss = -jax.nn.log_softmax(logits)[y]", "loss = -jax.nn.log_softmax(logits)[0]"),
+    # --- backward pass
+    ("bwd-fwd-input", "backward pass sees zero forward messages", V,
+     "layer_fn(params, layers[li], fwd_inputs[li], bwd, ticks)",
+     "layer_fn(params, layers[li], jnp.zeros_like(fwd_inputs[li]), bwd, ticks)"),
+    ("bwd-one-tick", "backward pass runs one micro tick", V,
+     "layer_fn(params, layers[li], fwd_inputs[li], bwd, ticks)",
+     "layer_fn(params, layers[li], fwd_inputs[li], bwd, 1)"),
+    ("bwd-no-label", "backward pass gets the error without the label", V,
+     "        bwd = err_msg\n", "        bwd = error_messages(error, onehot, m, False)\n"),
+    ("bwd-state-dropped", "backward pass state updates of the first layer dropped", V,
+     "            layers[li], _, bwd = layer_fn(params, layers[li], fwd_inputs[li], bwd, ticks)",
+     "            new_state, _, bwd = layer_fn(params, layers[li], fwd_inputs[li], bwd, ticks)\n"
+     "            layers[li] = layers[li] if li == 0 else new_state"),
+    # --- initial states
+    ("init-h", "initial h = 0.01 instead of 0", V,
+     "states.append(LayerState(h=jnp.zeros((n_in, n_out, s)), c=c))",
+     "states.append(LayerState(h=jnp.full((n_in, n_out, s), 0.01), c=c))"),
+    ("init-half", "random half of c in the last dimensions instead of the first", V,
+     "c = jnp.concatenate([weights, jnp.zeros((n_in, n_out, s - s // 2))], axis=-1)",
+     "c = jnp.concatenate([jnp.zeros((n_in, n_out, s - s // 2)), weights], axis=-1)"),
+    ("init-trunc", "truncation at +-3 instead of +-2", V,
+     "weights = jax.random.truncated_normal(k, -2.0, 2.0, (n_in, n_out, s // 2))",
+     "weights = jax.random.truncated_normal(k, -3.0, 3.0, (n_in, n_out, s // 2))"),
+    ("init-same", "same random weights every episode", V,
+     "for k, (n_in, n_out) in zip(jax.random.split(key, len(sizes)), sizes, strict=True):",
+     "for k, (n_in, n_out) in zip(jax.random.split(jax.random.key(0), len(sizes)), sizes,"
+     " strict=True):"),
+]
+
+
+def short(test: str) -> str:
+    """test_full_episode_matches_oracle[deep-bwd-label] -> episode[deep-bwd-label]."""
+    return (test.replace("test_full_episode_matches_oracle", "episode")
+            .replace("test_bounded_logits_match_oracle", "bounded_logits")
+            .replace("test_initial_states_follow_official_init", "initial_states"))
+
+
+def run(root: Path, ids: set[str]) -> list[tuple[str, str, str]]:
+    """(id, what, tests that failed) per mutation, each applied alone to a copy of ``root``."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="vsml-mut-") as tmp:
+        copy = Path(tmp) / "repo"
+        shutil.copytree(root, copy, ignore=shutil.ignore_patterns(".git", "runs", "__pycache__"))
+        for mid, what, path, old, new in MUTATIONS:
+            if ids and mid not in ids:
+                continue
+            original = (root / path).read_text()
+            if original.count(old) != 1:
+                rows.append((mid, what, "NOT APPLIED (text not found once)"))
+                continue
+            (copy / path).write_text(original.replace(old, new))
+            out = subprocess.run(
+                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--tb=no",
+                 "-rf", "tests/test_oracle.py"], cwd=copy, capture_output=True, text=True)
+            (copy / path).write_text(original)
+            failed = re.findall(r"FAILED tests/test_oracle.py::(\S+)", out.stdout)
+            caught = ", ".join(short(t) for t in failed) or f"SURVIVED (pytest rc {out.returncode})"
+            rows.append((mid, what, caught))
+            print(f"{mid}: {caught}", file=sys.stderr, flush=True)
+    return rows
+
+
+def main() -> None:
+    rows = run(Path(__file__).resolve().parents[1], set(sys.argv[1:]))
+    print("| id | mutation | caught by (failing tests) |\n|---|---|---|")
+    for mid, what, caught in rows:
+        print(f"| {mid} | {what} | {caught} |")
+
+
+if __name__ == "__main__":
+    main()
