@@ -2,8 +2,10 @@
 
 Forward and backward messages are concatenated with h into each connection's LSTM input,
 messages are projected per connection and only then averaged. Far more work than
-``vsml.layer_ticks`` but obviously right, so it is the oracle in the tests and the baseline
-in ``benchmarks/throughput.py``.
+``vsml.layer_ticks`` but obviously right: the layer-level check of the fast path in the tests
+and the baseline in ``benchmarks/throughput.py``. It shares the cell and ``learn_step`` with
+the fast path; whole episodes are checked against ``tests/oracle_vsml.py``, which shares
+nothing.
 """
 
 from __future__ import annotations
