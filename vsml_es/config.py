@@ -179,7 +179,7 @@ class CheckpointConfig:
 class DistributedConfig:
     """Where the population is evaluated: in-process, a private local Ray, or a Ray cluster.
 
-    Fitness is identical in all three (vsml_es/distributed.py); only speed and fault tolerance
+    Fitness is identical in all three (vsml_es/distributed/); only speed and fault tolerance
     differ.
     """
 

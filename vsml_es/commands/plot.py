@@ -12,7 +12,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "plot", help="plot meta-training curves of one or several runs",
         description="Fitness, accuracy, parameter norm and time per generation. Runs that "
-        "differ only in training.seed are drawn as their mean with a shaded 95%% interval "
+        "differ only in training.seed are drawn as their mean with a shaded 95% interval "
         "(t, across runs); other runs get a line each, labelled by the settings that differ.")
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN",
                    help="run directories (or directories of runs)")
