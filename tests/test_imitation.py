@@ -171,3 +171,11 @@ def test_carried_episodes_are_staggered_and_restart_at_the_horizon(tmp_path, tin
     keys_after = jax.random.key_data(state.es_state["episodes"].key)
     np.testing.assert_array_equal(keys_before[:3], keys_after[:3])
     assert not np.array_equal(keys_before[3], keys_after[3])
+
+
+def test_compare_refuses_imitation_for_other_learners_before_work(tmp_path, tiny_overrides):
+    config = load_experiment(QUICKSTART, [*tiny_overrides, *IMITATION,
+                                          "compare.learners=[vsml, hebbian]"])
+    with pytest.raises(ConfigError, match="imitation' trains VSML"):
+        run.compare(config, tmp_path / "cmp", log=lambda message: None)
+    assert not (tmp_path / "cmp" / "train_vsml").exists()

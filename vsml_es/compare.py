@@ -85,6 +85,8 @@ def run_compare(config: Config, out_dir: Path, log: Any = print) -> tuple[list[d
     """Meta-train ``compare.learners``, meta-test everything; returns (summaries, timing)."""
     out_dir = Path(out_dir)
     check_output_dir(out_dir, OUTPUT_ENTRIES, "--out")
+    for learner in config.compare.learners:  # each learner's config is checked before any work
+        learner_config(config, learner)
     check_before_work(config, learners=tuple(config.compare.learners))
     out_dir.mkdir(parents=True, exist_ok=True)
     contenders, timing = [], {}
