@@ -23,7 +23,7 @@ import optax
 
 from vsml_es.config import TrainingConfig
 from vsml_es.episodes import episode_keys
-from vsml_es.learners.base import Learner, Params
+from vsml_es.learners.base import Learner, Params, StepFn
 from vsml_es.learners.gradient import GradientLearner
 from vsml_es.tasks import Data, EpisodeSource
 
@@ -46,15 +46,11 @@ def imitation_error(logits: jax.Array, target_logits: jax.Array, kind: str) -> j
     return jnp.mean((centred(logits) - centred(target_logits)) ** 2)
 
 
-def imitation_episode(
-    learner: Learner, params: Params, target: Learner, target_params: Params,
-    key: jax.Array, data: Data, task: EpisodeSource, loss: str = "logits",
-) -> tuple[jax.Array, jax.Array]:
-    """(imitation loss, online accuracy) of one episode; the stream is ``online_episode``'s."""
-    k_spec, k_learner = jax.random.split(key)
-    spec = task.episode(k_spec)
-    init, step = learner.make(params, task.num_features, task.num_outputs)
-    t_init, t_step = target.make(target_params, task.num_features, task.num_outputs)
+def imitate_steps(step: StepFn, t_step: StepFn, states: tuple[Any, Any], task: EpisodeSource,
+                  data: Data, spec: Any, ts: jax.Array,
+                  loss: str) -> tuple[tuple[Any, Any], tuple[jax.Array, jax.Array]]:
+    """Learner and target side by side over steps ``ts`` of one stream: their final states, and
+    per step the imitation error and whether the learner's prediction was right."""
 
     @jax.checkpoint  # keep only the carries per step; recompute the gates on the way back
     def body(carry: Any, t: jax.Array) -> tuple[Any, tuple[jax.Array, jax.Array]]:
@@ -65,8 +61,21 @@ def imitation_episode(
         err = imitation_error(logits, t_logits, loss)
         return (state, t_state), (err, (jnp.argmax(logits) == y).astype(jnp.float32))
 
-    carry = (init(k_learner), t_init(k_learner))
-    _, (errs, correct) = jax.lax.scan(body, carry, jnp.arange(task.episode_length))
+    return jax.lax.scan(body, states, ts)
+
+
+def imitation_episode(
+    learner: Learner, params: Params, target: Learner, target_params: Params,
+    key: jax.Array, data: Data, task: EpisodeSource, loss: str = "logits",
+) -> tuple[jax.Array, jax.Array]:
+    """(imitation loss, online accuracy) of one episode; the stream is ``online_episode``'s."""
+    k_spec, k_learner = jax.random.split(key)
+    spec = task.episode(k_spec)
+    init, step = learner.make(params, task.num_features, task.num_outputs)
+    t_init, t_step = target.make(target_params, task.num_features, task.num_outputs)
+    states = (init(k_learner), t_init(k_learner))
+    _, (errs, correct) = imitate_steps(step, t_step, states, task, data, spec,
+                                       jnp.arange(task.episode_length), loss)
     return jnp.mean(errs), jnp.mean(correct)
 
 
@@ -149,20 +158,11 @@ def _carried_episode(method: Imitation, params: Params, carry: Carry, new_key: j
     _, step = method.learner.make(params, long_task.num_features, long_task.num_outputs)
     _, t_step = method.target.make(method.target_params, long_task.num_features,
                                    long_task.num_outputs)
-
-    @jax.checkpoint
-    def body(states: Any, t: jax.Array) -> tuple[Any, tuple[jax.Array, jax.Array]]:
-        state, t_state = states
-        x, y = long_task.example(data, spec, t)
-        state, logits = step(state, x, y)
-        t_state, t_logits = t_step(t_state, x, y)
-        err = imitation_error(logits, t_logits, method.loss)
-        return (state, t_state), (err, (jnp.argmax(logits) == y).astype(jnp.float32))
-
     # Truncated backprop: the carried state is a constant of this step's loss.
     start = (jax.lax.stop_gradient(carry.state), carry.target_state)
     ts = carry.t + jnp.arange(method.task.episode_length)
-    (state, t_state), (errs, correct) = jax.lax.scan(body, start, ts)
+    (state, t_state), (errs, correct) = imitate_steps(step, t_step, start, long_task, data, spec,
+                                                      ts, method.loss)
     end = Carry(carry.key, carry.t + method.task.episode_length, state, t_state)
     return jnp.mean(errs), jnp.mean(correct), end
 

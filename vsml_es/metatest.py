@@ -171,13 +171,18 @@ def run_metatest(
         for size, tuned in tuned_at.items() for name, tuning in tuned.items()})
     summaries = []
     for ref, task, data in tests:
-        sized = split_size(ref)[1] is not None
-        skipped = [c.label for c in contenders if sized and not c.learner.size_free]
+        size = split_size(ref)[1]
+        fits: list[Contender] = []
+        skipped: list[str] = []
+        for c in contenders:  # at its own size, a dataset is only for size-free learners
+            if size is None or c.learner.size_free:
+                fits.append(c)
+            else:
+                skipped.append(c.label)
         if skipped:
             log(f"{ref}: skipping {', '.join(skipped)} (parameters tied to the training "
                 "input size)")
-        everyone = [*(c for c in contenders if not (sized and not c.learner.size_free)),
-                    *tuned_contenders(config, tuned_at.get(split_size(ref)[1], {}))]
+        everyone = [*fits, *tuned_contenders(config, tuned_at.get(size, {}))]
         all_curves = [learner_curves(c, task, data, episodes, mt.seed) for c in everyone]
         stem = task.name.replace(":", "_")
         write_curves_csv(out_dir / f"curves_{stem}.csv", all_curves)

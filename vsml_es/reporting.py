@@ -118,6 +118,17 @@ def write_summary_csv(path: Path, summaries: list[dict]) -> None:
         writer.writerows(summaries)
 
 
+def read_summary_rows(path: Path, method: str | None = None) -> dict[str, dict[str, str]]:
+    """Per dataset, one row of a ``summary.csv``: the meta-learned learner's (written first for
+    each dataset) or, given ``method``, the first whose method name starts with it."""
+    with open(path, newline="") as f:
+        rows: dict[str, dict[str, str]] = {}
+        for row in csv.DictReader(f):
+            if method is None or row["method"].startswith(method):
+                rows.setdefault(row["dataset"], row)
+    return rows
+
+
 def write_curves_csv(path: Path, curves: list[Curves]) -> None:
     """One row per inner step: accuracy and loss mean and 95% CI for each method."""
     steps = curves[0].accuracy.shape[1]

@@ -43,7 +43,7 @@ from vsml_es.config import (
 from vsml_es.errors import ConfigError, PathError, Report, ResumeError
 from vsml_es.experiment import experiment_from_dict, with_overrides
 from vsml_es.paths import check_new_run_dir, check_output_dir, check_writable, holds_run
-from vsml_es.reporting import WINDOW, t_interval
+from vsml_es.reporting import WINDOW, read_summary_rows, t_interval
 from vsml_es.resources import check_before_work
 from vsml_es.resume import SAFE_TO_CHANGE, flatten, is_safe, plan_resume
 from vsml_es.runs import load_run_config, plot_runs, run_status, summarize
@@ -470,13 +470,8 @@ def check_trial_resources(plan: SweepPlan, cpus: float, gpus: float,
 
 
 def _metatest_rows(run_dir: Path) -> dict[str, dict[str, str]]:
-    """The meta-learned learner's row of ``metatest/summary.csv`` per dataset (it comes first
-    for each dataset; the tuned baselines follow)."""
-    with open(run_dir / "metatest" / "summary.csv", newline="") as f:
-        rows: dict[str, dict[str, str]] = {}
-        for row in csv.DictReader(f):
-            rows.setdefault(row["dataset"], row)
-    return rows
+    """The meta-learned learner's row of ``metatest/summary.csv`` per dataset."""
+    return read_summary_rows(run_dir / "metatest" / "summary.csv")
 
 
 def _interval(values: list[float]) -> tuple[float, float]:

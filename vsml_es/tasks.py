@@ -336,15 +336,17 @@ def load_metatest_task(ref: str, task: TaskConfig, metatest: MetaTestConfig, ste
     return dataclasses.replace(loaded, name=ref) if sized else loaded, data
 
 
-def dataset_refs(task: TaskConfig, metatest: MetaTestConfig) -> list[tuple[str, str, str]]:
-    """(config key, name, split) of every dataset a config names, training and meta-test."""
+def dataset_refs(task: TaskConfig,
+                 metatest: MetaTestConfig) -> list[tuple[str, str, str, str]]:
+    """(config key, reference, name, split) of every dataset a config names, training and
+    meta-test."""
     refs = ([(f"task.mixture[{i}]", ref) for i, ref in enumerate(task.mixture)] if task.mixture
             else [("task.dataset", task.dataset)])
     refs += [(f"metatest.datasets[{i}]", ref) for i, ref in enumerate(metatest.datasets)]
     out = []
     for path, ref in refs:
         name, split = parse_dataset_ref(ref, task.split if path.startswith("task") else "test")
-        out.append((path, name, split))
+        out.append((path, ref, name, split))
     return out
 
 
@@ -352,7 +354,7 @@ def check_dataset_refs(task: TaskConfig, metatest: MetaTestConfig) -> None:
     """Names, splits, class counts and input sizes of every dataset, from the registry alone
     (no loading): a meta-test dataset that cannot reach the network's inputs fails here."""
     features: dict[str, int] = {}
-    for path, name, split in dataset_refs(task, metatest):
+    for path, ref, name, split in dataset_refs(task, metatest):
         try:
             spec = get_spec(name)
         except DatasetError as err:
@@ -361,7 +363,7 @@ def check_dataset_refs(task: TaskConfig, metatest: MetaTestConfig) -> None:
             raise DatasetError(f"Config key '{path}' names split '{split}' of '{name}', which "
                                f"has the splits {', '.join(spec.splits)}.")
         pre_cfg = task.preprocess if path.startswith("task") else metatest.preprocess
-        if path.startswith("task") and "@" in ref_of(path, task, metatest):
+        if path.startswith("task") and "@" in ref:
             raise DatasetError(f"Config key '{path}': an '@HxW' size is for meta-test datasets; "
                                "size the meta-training data with task.preprocess.resize.")
         if pre_cfg.classes:
@@ -398,17 +400,8 @@ def static_num_features(ref_path: str, name: str, preprocess: PreprocessConfig) 
 
 def training_num_features(task: TaskConfig) -> int:
     """The network's input size for this meta-training data, from the registry."""
-    path, name, _ = dataset_refs(task, MetaTestConfig(datasets=()))[0]
+    path, _, name, _ = dataset_refs(task, MetaTestConfig(datasets=()))[0]
     return static_num_features(path, name, task.preprocess)
-
-
-def ref_of(path: str, task: TaskConfig, metatest: MetaTestConfig) -> str:
-    """The dataset reference a config key such as 'metatest.datasets[1]' names."""
-    if path == "task.dataset":
-        return task.dataset
-    field, _, index = path.partition("[")
-    refs = task.mixture if field == "task.mixture" else metatest.datasets
-    return refs[int(index.rstrip("]"))]
 
 
 def check_metatest_fits(task: TaskConfig, metatest: MetaTestConfig,
@@ -424,10 +417,9 @@ def check_metatest_fits(task: TaskConfig, metatest: MetaTestConfig,
     """
     if num_features is None:
         num_features = training_num_features(task)
-    for path, name, _ in dataset_refs(task, metatest):
+    for path, ref, name, _ in dataset_refs(task, metatest):
         if not path.startswith("metatest."):
             continue
-        ref = ref_of(path, task, metatest)
         size = split_size(ref)[1]
         if size is not None:
             if size_free is None:
@@ -458,7 +450,7 @@ def check_datasets_ready(task: TaskConfig, metatest: MetaTestConfig | None,
     """Every dataset the run will read is prepared: checked before Ray starts or data loads.
     ``metatest`` None: no meta-test; ``training`` False: the training data is not read."""
     refs = dataset_refs(task, metatest or MetaTestConfig(datasets=()))
-    for path, name, _ in refs:
+    for path, _, name, _ in refs:
         if not training and path.startswith("task."):
             continue
         status = dataset_status(name, task.data_dir)

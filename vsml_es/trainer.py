@@ -62,11 +62,12 @@ class Trainer:
             spec, data = build_eval_spec(config)
         self.spec, self.data = spec, data
         self.evaluator = evaluator or LocalEvaluator(spec, data)
-        init_key = stream_key(config.training.seed, streams.INIT)
-        self.template = spec.learner.init_params(init_key, spec.task.num_features,
-                                                 spec.task.num_outputs)
         if config.training.init_params:  # same structure, checked by experiment.validate
             self.template = read_learner_file(Path(config.training.init_params_path()))[0]
+        else:
+            self.template = spec.learner.init_params(
+                stream_key(config.training.seed, streams.INIT), spec.task.num_features,
+                spec.task.num_outputs)
         if config.training.method == "imitation":
             method = build_imitation(config.training, spec.learner, spec.task)
             self.strategy: Strategy = Strategy(method, {}, mirrored=False)

@@ -8,13 +8,12 @@ cells are the mean over seeds ± the 95 % t-interval across seeds (vsml_es.repor
 
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from vsml_es.reporting import t_interval
+from vsml_es.reporting import read_summary_rows, t_interval
 
 COLUMNS = [("fashion_mnist:test", s) for s in (25, 50, 100, 200, 2000)] + [
     ("fashion_mnist:test@28x28", s) for s in (25, 100, 2000)] + [
@@ -22,8 +21,7 @@ COLUMNS = [("fashion_mnist:test", s) for s in (25, 50, 100, 200, 2000)] + [
 
 
 def seed_row(eval_dir: Path, method: str = "VSML") -> list[float]:
-    with open(eval_dir / "summary.csv") as f:
-        rows = {r["dataset"]: r for r in csv.DictReader(f) if r["method"].startswith(method)}
+    rows = read_summary_rows(eval_dir / "summary.csv", method)
     return [100 * float(rows[ds][f"acc@{step}"]) for ds, step in COLUMNS]
 
 
