@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from vsml_es import run
+from vsml_es.episodes import learner_episode
 from vsml_es.errors import ConfigError, DatasetError
 from vsml_es.experiment import load_experiment
 from vsml_es.imitation import build_imitation, imitation_episode
@@ -44,6 +45,21 @@ def test_imitation_loss_is_zero_for_the_imitated_optimizer_itself():
     params = vsml.init_params(jax.random.key(0), task.num_features, task.num_outputs)
     loss, _ = imitation_episode(vsml, params, sgd, lr, jax.random.key(3), data, task)
     assert float(loss) > 0.01  # random VSML does not already behave like SGD
+
+
+@pytest.mark.parametrize("kind", ["logits", "kl"])
+def test_task_weight_adds_the_learners_own_online_cross_entropy(kind):
+    """With the imitation term zero (the optimizer imitating itself), what is left is exactly
+    the weighted mean online loss that ES would score the same stream with."""
+    config = load_experiment(QUICKSTART, ["task.episode_length=12"])
+    task, data = build_task(config.task)
+    sgd = GradientLearner("sgd")
+    lr = {"learning_rate": np.float32(0.1)}
+    key = jax.random.key(3)
+    loss, _ = imitation_episode(sgd, lr, sgd, lr, key, data, task, kind, task_weight=2.5)
+    online, _ = learner_episode(sgd, lr, key, data, task)
+    assert float(online.mean()) > 0.5  # a fresh linear model is far from certain
+    np.testing.assert_allclose(float(loss), 2.5 * float(online.mean()), rtol=1e-5)
 
 
 def test_imitation_training_lowers_the_imitation_loss(tmp_path, tiny_overrides):
@@ -98,6 +114,9 @@ def test_bad_method_settings_fail_before_work(tmp_path, tiny_overrides):
         load_experiment(QUICKSTART, [*tiny_overrides, "training.method=backprop"])
     with pytest.raises(ConfigError, match="multiple of task.episode_length"):
         load_experiment(QUICKSTART, [*tiny_overrides, *IMITATION, "training.imitation_horizon=40"])
+    with pytest.raises(ConfigError, match="imitation_task_weight' must be >= 0"):
+        load_experiment(QUICKSTART, [*tiny_overrides, *IMITATION,
+                                     "training.imitation_task_weight=-1"])
     # A learner file of another model size is refused, naming the mismatch.
     small = load_experiment(QUICKSTART, [*tiny_overrides, *IMITATION, "training.generations=1",
                                          "model.state_size=8"])

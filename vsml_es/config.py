@@ -111,6 +111,10 @@ class TrainingConfig:
     # steps of long streams are imitated too at the cost of a short unroll.
     imitation_horizon: int = 0
     imitation_loss: str = "logits"  # logits (squared, centred) | kl (of the predictions)
+    # Adds this times the learner's own online cross-entropy (the ES meta-objective: each
+    # prediction made before its label) to the imitation loss at every step: imitation keeps
+    # the learner learning like the optimizer, the task term asks it to learn faster.
+    imitation_task_weight: float = 0.0
     # Start from these parameters (a .vsml file or a run's params.npz) instead of random ones:
     # e.g. ES refining an imitation-trained learner. "" = random initial parameters. "{seed}"
     # in the path becomes training.seed, so a multi-seed sweep starts each seed from its own.
@@ -591,6 +595,7 @@ LIMITS: dict[str, tuple[float, str]] = {
     "training.learning_rate": (1e3, "ES steps this large only overflow"),
     "training.imitation_learning_rate": (1e6, "the imitated optimizer would only overflow"),
     "training.imitation_horizon": (10**6, "one episode's indices live on the device"),
+    "training.imitation_task_weight": (1e6, "the imitation term would vanish in rounding"),
     "task.episode_length": (10**6, "one episode's indices live on the device"),
     "task.num_classes": (10**5, "VSML keeps a state per connection to every output"),
     "metatest.steps": (10**6, "curves are stored per step and episode"),
@@ -688,6 +693,11 @@ def check_values(config: Config) -> None:
         raise ConfigError(
             f"Config key 'model.state_size' must be even (half of the cell state holds the "
             f"random initial 'weight'), got {m.state_size}."
+        )
+    if tr.imitation_task_weight < 0:
+        raise ConfigError(
+            f"Config key 'training.imitation_task_weight' must be >= 0 (0 = imitation only), "
+            f"got {tr.imitation_task_weight}."
         )
     if tr.imitation_horizon < 0 or tr.imitation_horizon % t.episode_length:
         raise ConfigError(

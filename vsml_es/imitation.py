@@ -47,10 +47,11 @@ def imitation_error(logits: jax.Array, target_logits: jax.Array, kind: str) -> j
 
 
 def imitate_steps(step: StepFn, t_step: StepFn, states: tuple[Any, Any], task: EpisodeSource,
-                  data: Data, spec: Any, ts: jax.Array,
-                  loss: str) -> tuple[tuple[Any, Any], tuple[jax.Array, jax.Array]]:
+                  data: Data, spec: Any, ts: jax.Array, loss: str,
+                  task_weight: float = 0.0) -> tuple[tuple[Any, Any], tuple[jax.Array, jax.Array]]:
     """Learner and target side by side over steps ``ts`` of one stream: their final states, and
-    per step the imitation error and whether the learner's prediction was right."""
+    per step the meta-loss (imitation error plus ``task_weight`` times the learner's online
+    cross-entropy) and whether the learner's prediction was right."""
 
     @jax.checkpoint  # keep only the carries per step; recompute the gates on the way back
     def body(carry: Any, t: jax.Array) -> tuple[Any, tuple[jax.Array, jax.Array]]:
@@ -59,6 +60,8 @@ def imitate_steps(step: StepFn, t_step: StepFn, states: tuple[Any, Any], task: E
         state, logits = step(state, x, y)
         t_state, t_logits = t_step(t_state, x, y)
         err = imitation_error(logits, t_logits, loss)
+        if task_weight:  # static: imitation-only runs trace exactly as before
+            err = err + task_weight * -jax.nn.log_softmax(logits)[y]
         return (state, t_state), (err, (jnp.argmax(logits) == y).astype(jnp.float32))
 
     return jax.lax.scan(body, states, ts)
@@ -67,6 +70,7 @@ def imitate_steps(step: StepFn, t_step: StepFn, states: tuple[Any, Any], task: E
 def imitation_episode(
     learner: Learner, params: Params, target: Learner, target_params: Params,
     key: jax.Array, data: Data, task: EpisodeSource, loss: str = "logits",
+    task_weight: float = 0.0,
 ) -> tuple[jax.Array, jax.Array]:
     """(imitation loss, online accuracy) of one episode; the stream is ``online_episode``'s."""
     k_spec, k_learner = jax.random.split(key)
@@ -75,7 +79,7 @@ def imitation_episode(
     t_init, t_step = target.make(target_params, task.num_features, task.num_outputs)
     states = (init(k_learner), t_init(k_learner))
     _, (errs, correct) = imitate_steps(step, t_step, states, task, data, spec,
-                                       jnp.arange(task.episode_length), loss)
+                                       jnp.arange(task.episode_length), loss, task_weight)
     return jnp.mean(errs), jnp.mean(correct)
 
 
@@ -103,6 +107,7 @@ class Imitation:
     task: EpisodeSource
     seed: int
     loss: str = "logits"  # see imitation_error
+    task_weight: float = 0.0  # training.imitation_task_weight
 
     @property
     def optimizer(self) -> optax.GradientTransformation:
@@ -162,7 +167,7 @@ def _carried_episode(method: Imitation, params: Params, carry: Carry, new_key: j
     start = (jax.lax.stop_gradient(carry.state), carry.target_state)
     ts = carry.t + jnp.arange(method.task.episode_length)
     (state, t_state), (errs, correct) = imitate_steps(step, t_step, start, long_task, data, spec,
-                                                      ts, method.loss)
+                                                      ts, method.loss, method.task_weight)
     end = Carry(carry.key, carry.t + method.task.episode_length, state, t_state)
     return jnp.mean(errs), jnp.mean(correct), end
 
@@ -179,9 +184,9 @@ def _update(method: Imitation, state: dict[str, Any], generation: jax.Array,
                 method, params, state["episodes"], keys, data)
         else:
             losses, accs = jax.vmap(
-                imitation_episode, in_axes=(None, None, None, None, 0, None, None, None))(
+                imitation_episode, in_axes=(None, None, None, None, 0, None, None, None, None))(
                 method.learner, params, method.target, method.target_params, keys, data,
-                method.task, method.loss)
+                method.task, method.loss, method.task_weight)
             carries = None
         return jnp.mean(losses), (jnp.mean(accs), carries)
 
@@ -206,4 +211,5 @@ def build_imitation(training: TrainingConfig, learner: Learner,
         task=task,
         seed=training.seed,
         loss=training.imitation_loss,
+        task_weight=training.imitation_task_weight,
     )
