@@ -46,7 +46,10 @@ class PreprocessConfig:
     """Per-example input preprocessing on device (vsml_es/preprocess.py), in this order:
     resize → normalize → pad → flatten → per-episode pixel shuffle → random projection."""
 
-    normalize: str = "dataset"  # dataset (train mean/std) | example | none
+    # dataset: each dataset's own train mean/std (ours) | official: the fixed constants of
+    # the official VSML code (Fashion-MNIST takes MNIST's; EMNIST, KMNIST, CIFAR-10, SVHN,
+    # Omniglot their own; random/sum 0/1; other datasets have none) | example | none
+    normalize: str = "dataset"
     resize: tuple[int, ...] = ()  # [HEIGHT, WIDTH]: antialiased bilinear resize of images
     pad_to: tuple[int, ...] = ()  # zero-pad every example to this shape (a common input shape)
     classes: tuple[int, ...] = ()  # keep only these classes, relabelled 0..k-1 in this order
@@ -71,7 +74,12 @@ class TaskConfig:
     split: str = "train"
     num_classes: int = 10  # output size of the network; datasets with fewer classes are padded
     episode_length: int = 100  # T: online examples per meta-training episode
-    permute_labels: bool = True  # fresh label permutation per episode
+    # A fresh label permutation per episode, in meta-training and meta-test alike. The
+    # official code does not permute (paper configs: false). Ours defaults to true: with
+    # fixed labels a small CPU run can memorise the class->output map of its few datasets
+    # instead of learning to learn, and a learner that must learn every label in context
+    # starts each episode at chance, so its curve measures learning alone.
+    permute_labels: bool = True
     fitness: str = "mean_loss"  # mean_loss | last_loss
     data_dir: str | None = None  # TFDS data dir for datasets that need one
     # Meta-train on a mixture: NAME or NAME:SPLIT per entry, one drawn per episode (replaces

@@ -23,7 +23,7 @@ import numpy as np
 from vsml_es.config import PreprocessConfig
 from vsml_es.errors import ConfigError, DatasetError
 
-NORMALIZE_MODES = ("dataset", "example", "none")
+NORMALIZE_MODES = ("dataset", "official", "example", "none")
 TRANSFORM_MODES = ("none", "fresh", "pool")
 _PROJECTION_TAG, _SHUFFLE_TAG = 1, 2
 
@@ -139,8 +139,9 @@ def resize_image(x: jax.Array, size: tuple[int, int]) -> jax.Array:
 
 def normalize(x: jax.Array, mode: str, mean: float, std: float, stored_uint8: bool) -> jax.Array:
     """'dataset': (x - mean) / std with the dataset's train statistics (stored units);
+    'official': the same with the official code's constants (the task puts them in mean/std);
     'example': zero mean, unit std per example; 'none': as stored (uint8 scaled to [0, 1])."""
-    if mode == "dataset":
+    if mode in ("dataset", "official"):
         return (x - mean) / std
     if mode == "example":
         floor = 1.0 / math.sqrt(x.size)  # as tf.image.per_image_standardization

@@ -15,10 +15,12 @@ from typing import NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vsml_es import preprocess as pre
 from vsml_es.config import MetaTestConfig, PreprocessConfig, TaskConfig
 from vsml_es.data import ArrayDataset, dataset_status, get_spec, load_dataset
+from vsml_es.data.official_stats import OFFICIAL_STATS, official_stats
 from vsml_es.errors import DatasetError
 
 _TRANSFORM_TAG = 7  # folded into the episode key for the input transforms (keeps other streams)
@@ -53,11 +55,20 @@ class Task:
     preprocess: PreprocessConfig = PreprocessConfig()
     transforms: bool = True  # draw per-episode input transforms (a mixture draws its own)
     input_shape: tuple[int, ...] = ()  # one preprocessed example before flattening
+    # task.per_dataset_outputs: outputs beyond dataset_classes are masked (see live_outputs)
+    mask_outputs: bool = False
 
     @property
     def parts(self) -> tuple[Task, ...]:
         """The single-dataset tasks this task draws from (itself)."""
         return (self,)
+
+    def live_outputs(self, spec: EpisodeSpec) -> jax.Array | None:
+        """Outputs this episode uses: the dataset's classes when masking, else None (all)."""
+        del spec
+        if not self.mask_outputs or self.dataset_classes == self.num_outputs:
+            return None
+        return jnp.asarray(self.dataset_classes, jnp.int32)
 
     def with_episode_length(self, steps: int) -> Task:
         return dataclasses.replace(self, episode_length=steps)
@@ -168,6 +179,15 @@ class MixtureTask:
                                               self.preprocess, self.num_features)
         return MixtureSpec(choice.astype(jnp.int32), parts, transform)
 
+    def live_outputs(self, spec: MixtureSpec) -> jax.Array | None:
+        """The class count of the dataset this episode draws from, when its parts mask."""
+        if not any(p.live_outputs(p_spec) is not None
+                   for p, p_spec in zip(self.parts, spec.parts, strict=True)):
+            return None
+        counts = jnp.asarray([p.dataset_classes if p.mask_outputs else p.num_outputs
+                              for p in self.parts], jnp.int32)
+        return counts[spec.choice]
+
     def example(
         self, data: tuple[TaskData, ...], spec: MixtureSpec, t: jax.Array
     ) -> tuple[jax.Array, jax.Array]:
@@ -241,6 +261,9 @@ def make_task(
             f"{num_outputs} outputs. Set task.num_classes to at least {classes}."
         )
     shape = pre.output_shape(dataset.name, dataset.example_shape, cfg)
+    mean, std = float(dataset.mean), float(dataset.std) or 1.0
+    if cfg.normalize == "official":
+        mean, std = official_stats(dataset.name, x.dtype == np.uint8)
     task = Task(
         name=f"{dataset.name}:{dataset.split}",
         num_examples=len(x),
@@ -249,8 +272,8 @@ def make_task(
         num_outputs=num_outputs,
         episode_length=episode_length,
         permute_labels=permute_labels,
-        mean=float(dataset.mean),
-        std=float(dataset.std) or 1.0,
+        mean=mean,
+        std=std,
         preprocess=cfg,
         transforms=transforms,
         input_shape=tuple(shape),
@@ -315,14 +338,29 @@ def load_mixture_task(
     return MixtureTask(name, tuple(parts), weights, cfg), tuple(datas)
 
 
+def with_output_mask(task: Task | MixtureTask, on: bool) -> Task | MixtureTask:
+    """``task`` whose episodes mask the outputs beyond their dataset's classes when ``on``
+    (task.per_dataset_outputs)."""
+    if not on:
+        return task
+    if isinstance(task, MixtureTask):
+        return dataclasses.replace(task, parts=tuple(dataclasses.replace(p, mask_outputs=True)
+                                                     for p in task.parts))
+    return dataclasses.replace(task, mask_outputs=True)
+
+
 def build_task(config: TaskConfig) -> tuple[Task | MixtureTask, Data]:
     """The meta-training task of ``config``: one dataset, or a mixture."""
     if config.mixture:
-        return load_mixture_task(config.mixture, config.mixture_weights, config.split,
-                                 config.episode_length, config.num_classes,
-                                 config.permute_labels, config.data_dir, config.preprocess)
-    return load_task(config.dataset, config.split, config.episode_length, config.num_classes,
-                     config.permute_labels, config.data_dir, preprocess=config.preprocess)
+        task, data = load_mixture_task(config.mixture, config.mixture_weights, config.split,
+                                       config.episode_length, config.num_classes,
+                                       config.permute_labels, config.data_dir,
+                                       config.preprocess)
+    else:
+        task, data = load_task(config.dataset, config.split, config.episode_length,
+                               config.num_classes, config.permute_labels, config.data_dir,
+                               preprocess=config.preprocess)
+    return with_output_mask(task, config.per_dataset_outputs), data
 
 
 def load_metatest_task(ref: str, task: TaskConfig, metatest: MetaTestConfig, steps: int,
@@ -333,6 +371,7 @@ def load_metatest_task(ref: str, task: TaskConfig, metatest: MetaTestConfig, ste
     loaded, data = load_task(ref, "test", steps, task.num_classes, task.permute_labels,
                              task.data_dir, None if sized else num_features,
                              preprocess=ref_preprocess(ref, metatest.preprocess))
+    loaded = with_output_mask(loaded, task.per_dataset_outputs)
     return dataclasses.replace(loaded, name=ref) if sized else loaded, data
 
 
@@ -363,6 +402,13 @@ def check_dataset_refs(task: TaskConfig, metatest: MetaTestConfig) -> None:
             raise DatasetError(f"Config key '{path}' names split '{split}' of '{name}', which "
                                f"has the splits {', '.join(spec.splits)}.")
         pre_cfg = task.preprocess if path.startswith("task") else metatest.preprocess
+        if pre_cfg.normalize == "official" and name not in OFFICIAL_STATS:
+            section = path.split(".")[0]
+            raise DatasetError(f"Config key '{path}' names '{name}', which has no official "
+                               f"normalization constants, but {section}.preprocess.normalize "
+                               "is 'official'. Constants exist for "
+                               f"{', '.join(sorted(OFFICIAL_STATS))}; use normalize: dataset "
+                               "for the others.")
         if path.startswith("task") and "@" in ref:
             raise DatasetError(f"Config key '{path}': an '@HxW' size is for meta-test datasets; "
                                "size the meta-training data with task.preprocess.resize.")
