@@ -24,7 +24,8 @@ E = "vsml_es/episodes.py"
 MUTATIONS = [
     # --- the list
     ("error-sign", "error sign flipped: onehot - softmax", V,
-     "error = jax.nn.softmax(logits) - onehot", "error = onehot - jax.nn.softmax(logits)"),
+     "error = masked_softmax(logits, mask) - onehot",
+     "error = onehot - masked_softmax(logits, mask)"),
     ("forget-offset", "forget-gate offset 5 -> 4", V, "FORGET_OFFSET = 5.0", "FORGET_OFFSET = 4.0"),
     ("input-offset", "input-gate offset -5 -> -4", V, "INPUT_OFFSET = -5.0", "INPUT_OFFSET = -4.0"),
     ("readout-slot", "prediction read from message slot 0 instead of 1", V,
@@ -90,7 +91,8 @@ MUTATIONS = [
     ("error-late", "error of the previous example never delivered (no backward pass)", V,
      "        pending[-1] = err_msg  # arrives", "        pass  # arrives"),
     ("error-scale", "error softmax - onehot scaled by 1.01", V,
-     "error = jax.nn.softmax(logits) - onehot", "error = 1.01 * (jax.nn.softmax(logits) - onehot)"),
+     "error = masked_softmax(logits, mask) - onehot",
+     "error = 1.01 * (masked_softmax(logits, mask) - onehot)"),
     ("label-always", "label fed even with feed_label off", V,
      "    if feed_label:\n", "    if True:\n"),
     # --- read-out and bounding
@@ -105,16 +107,15 @@ MUTATIONS = [
      "loss = -jax.nn.log_softmax(logits)[y]", "loss = -jax.nn.log_softmax(logits)[0]"),
     # --- backward pass
     ("bwd-fwd-input", "backward pass sees zero forward messages", V,
-     "layer_fn(params, layers[li], fwd_inputs[li], bwd, ticks)",
-     "layer_fn(params, layers[li], jnp.zeros_like(fwd_inputs[li]), bwd, ticks)"),
+     "run(li, True, fwd_inputs[li], bwd)", "run(li, True, jnp.zeros_like(fwd_inputs[li]), bwd)"),
     ("bwd-one-tick", "backward pass runs one micro tick", V,
-     "layer_fn(params, layers[li], fwd_inputs[li], bwd, ticks)",
-     "layer_fn(params, layers[li], fwd_inputs[li], bwd, 1)"),
+     "return layer_fn(own, layers[li], fwd_in, bwd_in, ticks)\n",
+     "return layer_fn(own, layers[li], fwd_in, bwd_in, 1 if backward else ticks)\n"),
     ("bwd-no-label", "backward pass gets the error without the label", V,
      "        bwd = err_msg\n", "        bwd = error_messages(error, onehot, m, False)\n"),
     ("bwd-state-dropped", "backward pass state updates of the first layer dropped", V,
-     "            layers[li], _, bwd = layer_fn(params, layers[li], fwd_inputs[li], bwd, ticks)",
-     "            new_state, _, bwd = layer_fn(params, layers[li], fwd_inputs[li], bwd, ticks)\n"
+     "            layers[li], _, bwd = run(li, True, fwd_inputs[li], bwd)",
+     "            new_state, _, bwd = run(li, True, fwd_inputs[li], bwd)\n"
      "            layers[li] = layers[li] if li == 0 else new_state"),
     # --- initial states
     ("init-h", "initial h = 0.01 instead of 0", V,

@@ -12,6 +12,11 @@ official one it follows. The only thing it takes from vsml-es is the parameter l
 
 which is the official one (``recurrent.CustomLSTM``: one Linear on concat([fwd, bwd, h]) split
 into i, g, f, o; ``models.SubRNN``: two Linear messengers on h). States are ``[n_in, n_out, s]``.
+The paper's deep variants add to that layout (``sub_rnn_params`` reads it):
+
+    fwd_ln_scale, fwd_ln_offset, bwd_ln_scale, bwd_ln_offset [m]   SubRNN's two LayerNorms
+    a leading [layers] axis on every array                          layerwise_rnns
+    every array again under the prefix back_                        separate_backward_rnn
 """
 
 from __future__ import annotations
@@ -36,6 +41,11 @@ MESSAGE_SIZE = 8
 INIT_RAND_PROPORTION = 0.5
 # haiku.initializers.TruncatedNormal: a standard normal cut at +-2, times stddev.
 TRUNCATION = 2.0
+# haiku.LayerNorm's default eps (SubRNN builds hk.LayerNorm((-1,), True, True) without one).
+LAYER_NORM_EPS = 1e-5
+SUB_RNN_NAMES = ("lstm_w", "lstm_b", "fwd_w", "fwd_b", "bwd_w", "bwd_b")
+LAYER_NORM_NAMES = ("fwd_ln_scale", "fwd_ln_offset", "bwd_ln_scale", "bwd_ln_offset")
+BACKWARD_PREFIX = "back_"
 
 
 @dataclass(frozen=True)
@@ -47,6 +57,9 @@ class OracleConfig:
     backward_pass: bool = False
     feed_label: bool = False
     output_bound: float = TANH_BOUND
+    layer_norm: bool = False  # model.sub_rnn.layer_norm
+    layerwise_rnns: bool = False  # model.vsml_rnn.layerwise_rnns
+    separate_backward_rnn: bool = False  # model.vsml_rnn.separate_backward_rnn
 
 
 @dataclass
@@ -98,13 +111,37 @@ def lstm_step(
     return h, c
 
 
+def sub_rnn_params(params: Params, cfg: OracleConfig, layer: int, backward: bool) -> Params:
+    """models.VSMLRNN.__init__: the SubRNN of layer ``layer`` in a forward or backward tick.
+    One SubRNN for all layers, or one per layer (layerwise_rnns); the backward tick runs the
+    forward SubRNNs unless separate_backward_rnn gives it its own (shared or per layer too)."""
+    prefix = BACKWARD_PREFIX if backward and cfg.separate_backward_rnn else ""
+    names = SUB_RNN_NAMES + (LAYER_NORM_NAMES if cfg.layer_norm else ())
+    chosen = {}
+    for name in names:
+        value = params[prefix + name]
+        chosen[name] = value[layer] if cfg.layerwise_rnns else value
+    return chosen
+
+
+def layer_norm(x: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """haiku.LayerNorm over the one message axis: (x - mean) / sqrt(var + eps) * scale +
+    offset, with the population variance."""
+    centred = x - x.mean()
+    return centred / math.sqrt((centred**2).mean() + LAYER_NORM_EPS) * scale + offset
+
+
 def sub_rnn(
     params: Params, fwd_msg: np.ndarray, bwd_msg: np.ndarray, h: np.ndarray, c: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """models.py, SubRNN.__call__ (layer_norm off): LSTM step, then both messengers on h."""
+    """models.py, SubRNN.__call__: LSTM step, then both messengers on h, each followed by its
+    own LayerNorm when the SubRNN has them (layer_norm on)."""
     h, c = lstm_step(params, np.concatenate([fwd_msg, bwd_msg]), h, c)
     fwd = h @ params["fwd_w"] + params["fwd_b"]
     bwd = h @ params["bwd_w"] + params["bwd_b"]
+    if "fwd_ln_scale" in params:
+        fwd = layer_norm(fwd, params["fwd_ln_scale"], params["fwd_ln_offset"])
+        bwd = layer_norm(bwd, params["bwd_ln_scale"], params["bwd_ln_offset"])
     return fwd, bwd, h, c
 
 
@@ -149,7 +186,7 @@ def tick(
     its new backward message down; a layer that already ran in this pass keeps what it is sent
     for the next pass.
     """
-    m = params["fwd_b"].shape[0]
+    m = params["fwd_b"].shape[-1]
     layers[0].incoming_fwd = pad_slots(x[:, None], m)
     layers[-1].incoming_bwd = pad_slots(error, m)
     order = range(len(layers) - 1, -1, -1) if reverse else range(len(layers))
@@ -158,8 +195,9 @@ def tick(
         ls = layers[i]
         fwd_msg, bwd_msg = ls.incoming_fwd, ls.incoming_bwd
         h, c = ls.h, ls.c
+        layer_params = sub_rnn_params(params, cfg, i, reverse)
         for _ in range(cfg.micro_ticks):
-            new_fwd, new_bwd, h, c = dense(params, fwd_msg, bwd_msg, h, c)
+            new_fwd, new_bwd, h, c = dense(layer_params, fwd_msg, bwd_msg, h, c)
         ls.h, ls.c = h, c
         if i > 0:
             layers[i - 1].incoming_bwd = new_bwd
@@ -191,7 +229,7 @@ def run_episode(
     delivers it at once and the next forward pass gets a zero error.
     """
     params = {k: np.asarray(v, np.float64) for k, v in params.items()}
-    m = params["fwd_b"].shape[0]
+    m = params["fwd_b"].shape[-1]
     layers = [
         LayerState(
             h=np.array(h, np.float64),

@@ -35,6 +35,13 @@ class ModelConfig:
     feed_label: bool = False  # put the one-hot label into the last layer's backward message
     output_bound: float = 100.0  # logits are bounded as b * tanh(logits / b)
     init_scale: float = 1.0  # scale of the per-episode random cell state ("weights")
+    # The paper's deep variants (official model.sub_rnn / model.vsml_rnn switches), all off by
+    # default: LayerNorm on every connection's outgoing messages before they are averaged
+    # (layer_norm); each VSML layer its own LSTM (layerwise_rnns); the backward pass run by
+    # its own LSTM (separate_backward_rnn; needs backward_pass).
+    layer_norm: bool = False
+    layerwise_lstms: bool = False
+    separate_backward_lstm: bool = False
     # Which meta-learned learner ES trains: vsml | hebbian | meta_rnn | fwm (vsml_es/learners/).
     # The baselines share the trainer, evaluator and checkpoints with VSML.
     learner: str = "vsml"
@@ -81,6 +88,11 @@ class TaskConfig:
     # starts each episode at chance, so its curve measures learning alone.
     permute_labels: bool = True
     fitness: str = "mean_loss"  # mean_loss | last_loss
+    # Each episode uses its own dataset's class count as output size (the official runs): the
+    # network stays num_classes wide and the outputs beyond the dataset's classes are masked
+    # out of the softmax, the error, the argmax and the loss, for the learners that support it
+    # (VSML, SGD/Adam); the others see padded outputs, as the official pad.yaml runs did.
+    per_dataset_outputs: bool = False
     data_dir: str | None = None  # TFDS data dir for datasets that need one
     # Meta-train on a mixture: NAME or NAME:SPLIT per entry, one drawn per episode (replaces
     # 'dataset'); weights default to equal. All entries must preprocess to one input size.
@@ -202,6 +214,13 @@ class DistributedConfig:
     shard_timeout_s: float = 900.0  # a shard running longer is presumed hung and re-sent
     max_retries: int = 3  # re-sends of one shard before the run stops with the worker's error
     startup_timeout_s: float = 600.0  # wait for actors to be placed (cloud nodes take minutes)
+    # How members reach the workers: recipe (each worker redraws its members from the ES state
+    # and the generation's ask key: O(parameters) bytes whatever the population), members, or
+    # auto (recipe where the strategy redraws bit for bit and its state is the smaller).
+    transfer: str = "auto"
+    # A shard running this many times the median of the generation's finished shards gets a
+    # backup copy on an idle worker; the first answer counts (0: no backups).
+    backup_after: float = 1.5
 
 
 @dataclass(frozen=True)
@@ -702,6 +721,12 @@ def check_values(config: Config) -> None:
             f"Config key 'model.state_size' must be even (half of the cell state holds the "
             f"random initial 'weight'), got {m.state_size}."
         )
+    if m.separate_backward_lstm and not m.backward_pass:
+        raise ConfigError(
+            "Config key 'model.separate_backward_lstm' is true but model.backward_pass is "
+            "false: the separate LSTM runs the backward pass. Set model.backward_pass: true, "
+            "or drop separate_backward_lstm."
+        )
     if tr.imitation_task_weight < 0:
         raise ConfigError(
             f"Config key 'training.imitation_task_weight' must be >= 0 (0 = imitation only), "
@@ -757,6 +782,12 @@ def _validate_distributed(d: DistributedConfig) -> None:
             f"distributed.workers is 0 (in-process evaluation) but distributed.address is "
             f"'{d.address}'. Drop --workers 0 to evaluate on that cluster, or drop the address."
         )
+    if d.transfer not in ("auto", "recipe", "members"):
+        raise ConfigError(f"Config key 'distributed.transfer' is '{d.transfer}'; valid values: "
+                          "auto, recipe, members.")
+    if d.backup_after < 0:
+        raise ConfigError(f"Config key 'distributed.backup_after' must be >= 0 (0: no backup "
+                          f"copies of slow shards), got {d.backup_after}.")
     positive("distributed.cpus_per_worker", d.cpus_per_worker)
     if d.gpus_per_worker < 0:
         raise ConfigError(

@@ -32,11 +32,34 @@ def online_episode(
 ) -> tuple[jax.Array, jax.Array]:
     """Per-step cross-entropy and accuracy of predictions made before each label was seen."""
     k_spec, k_learner = jax.random.split(key)
-    spec = task.episode(k_spec)
+    return run_online(init, step, k_learner, task.episode(k_spec), data, task)
+
+
+def live_outputs(task: EpisodeSource, spec: Any) -> jax.Array | None:
+    """How many outputs this episode's dataset uses (task.per_dataset_outputs), or None when
+    every output is live. Task sources without the method (test streams) use them all."""
+    method = getattr(task, "live_outputs", None)
+    return None if method is None else method(spec)
+
+
+def masked_logits(logits: jax.Array, live: jax.Array | None) -> jax.Array:
+    """Dead outputs (index >= live) at -inf: out of the softmax, the loss and the argmax."""
+    if live is None:
+        return logits
+    return jnp.where(jnp.arange(logits.shape[-1]) < live, logits, -jnp.inf)
+
+
+def run_online(
+    init: InitFn, step: StepFn, k_learner: jax.Array, spec: Any, data: Data,
+    task: EpisodeSource, live: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """``online_episode`` for a drawn episode ``spec``; ``live`` masks the dead outputs out of
+    the loss and the accuracy."""
 
     def body(state: Any, t: jax.Array) -> tuple[Any, tuple[jax.Array, jax.Array]]:
         x, y = task.example(data, spec, t)
         state, logits = step(state, x, y)
+        logits = masked_logits(logits, live)
         loss = -jax.nn.log_softmax(logits)[y]
         correct = (jnp.argmax(logits) == y).astype(jnp.float32)
         return state, (loss, correct)
@@ -50,9 +73,20 @@ def online_episode(
 def learner_episode(
     learner: Learner, params: Params, key: jax.Array, data: Data, task: EpisodeSource
 ) -> tuple[jax.Array, jax.Array]:
-    """One online episode of ``learner`` with ``params`` on the task's stream for ``key``."""
-    init, step = learner.make(params, task.num_features, task.num_outputs)
-    return online_episode(init, step, key, data, task)
+    """One online episode of ``learner`` with ``params`` on the task's stream for ``key``.
+
+    With per-dataset outputs a learner that masks (``Learner.masks_outputs``) gets the live
+    output count and the episode's loss and accuracy ignore the dead outputs; any other
+    learner sees the padded outputs (the official code padded the baselines' outputs).
+    """
+    k_spec, k_learner = jax.random.split(key)
+    spec = task.episode(k_spec)
+    live = live_outputs(task, spec) if learner.masks_outputs else None
+    if live is None:
+        init, step = learner.make(params, task.num_features, task.num_outputs)
+    else:
+        init, step = learner.make(params, task.num_features, task.num_outputs, live=live)
+    return run_online(init, step, k_learner, spec, data, task, live)
 
 
 def fitness_from_losses(losses: jax.Array, mode: str) -> jax.Array:

@@ -38,6 +38,10 @@ PREDICTION_SLOT = 1
 # Every matmul in full float32. JAX's default lets GPUs use TF32 (10-bit mantissa), which would
 # put the fast path ~1e-3 off the float32 oracle; CPUs compute float32 either way (bit-identical).
 PRECISION = jax.lax.Precision.HIGHEST
+# Name prefix of the backward pass's own parameter set (model.separate_backward_lstm).
+BACKWARD_PREFIX = "back_"
+# haiku.LayerNorm's default epsilon (the official SubRNN's message LayerNorm).
+LAYER_NORM_EPS = 1e-5
 
 
 class LayerState(NamedTuple):
@@ -54,8 +58,11 @@ def layer_sizes(model: ModelConfig, num_inputs: int, num_outputs: int) -> list[t
 LayerFn = Callable[..., tuple["LayerState", jax.Array, jax.Array]]
 
 
-def init_params(key: jax.Array, model: ModelConfig) -> Params:
-    """Shared LSTM and message projections: truncated normal, std 1/sqrt(fan_in); zero biases."""
+def _init_set(key: jax.Array, model: ModelConfig) -> Params:
+    """One LSTM with its messengers: truncated normal, std 1/sqrt(fan_in); zero biases. With
+    ``layer_norm`` also the two LayerNorms' scales (ones) and offsets (zeros), as haiku's
+    LayerNorm starts (the official ``SubRNN``); they draw no random numbers, so the other
+    arrays are the same draws with or without them."""
     s, m = model.state_size, model.message_size
     fan_in = 2 * m + s
     k_lstm, k_fwd, k_bwd = jax.random.split(key, 3)
@@ -63,7 +70,7 @@ def init_params(key: jax.Array, model: ModelConfig) -> Params:
     def trunc(k: jax.Array, shape: tuple[int, ...], fan: int) -> jax.Array:
         return jax.random.truncated_normal(k, -2.0, 2.0, shape) / jnp.sqrt(fan)
 
-    return {
+    params = {
         # Rows: [forward message (m); backward message (m); h (s)]. Columns: gates i, g, f, o.
         "lstm_w": trunc(k_lstm, (fan_in, 4 * s), fan_in),
         "lstm_b": jnp.zeros((4 * s,)),
@@ -72,11 +79,61 @@ def init_params(key: jax.Array, model: ModelConfig) -> Params:
         "bwd_w": trunc(k_bwd, (s, m), s),
         "bwd_b": jnp.zeros((m,)),
     }
+    if model.layer_norm:
+        for name in ("fwd", "bwd"):
+            params[f"{name}_ln_scale"] = jnp.ones((m,))
+            params[f"{name}_ln_offset"] = jnp.zeros((m,))
+    return params
+
+
+def num_layers(model: ModelConfig) -> int:
+    """VSML layers: the hidden ones and the output layer."""
+    return len(model.hidden_layers) + 1
+
+
+def init_params(key: jax.Array, model: ModelConfig) -> Params:
+    """The meta-parameters, a flat dict of arrays.
+
+    Default: one shared set (``_init_set``), drawn exactly as before these options existed.
+    ``layerwise_lstms``: every array gets a leading axis over the VSML layers (each layer its
+    own LSTM, drawn from its own key). ``separate_backward_lstm``: a second such set under the
+    prefix ``back_``, run by the backward pass (official ``separate_backward_rnn``).
+    """
+    if not (model.layerwise_lstms or model.separate_backward_lstm):
+        return _init_set(key, model)
+    k_fwd, k_back = jax.random.split(key)
+    sets = [("", k_fwd)] + ([(BACKWARD_PREFIX, k_back)] if model.separate_backward_lstm else [])
+    params: Params = {}
+    for prefix, k in sets:
+        if model.layerwise_lstms:
+            per_layer = [_init_set(jax.random.fold_in(k, li), model)
+                         for li in range(num_layers(model))]
+            one = {name: jnp.stack([p[name] for p in per_layer]) for name in per_layer[0]}
+        else:
+            one = _init_set(k, model)
+        params.update({prefix + name: value for name, value in one.items()})
+    return params
 
 
 def num_params(model: ModelConfig) -> int:
     s, m = model.state_size, model.message_size
-    return (2 * m + s) * 4 * s + 4 * s + 2 * (s * m + m)
+    one = (2 * m + s) * 4 * s + 4 * s + 2 * (s * m + m) + (4 * m if model.layer_norm else 0)
+    one *= num_layers(model) if model.layerwise_lstms else 1
+    return one * (2 if model.separate_backward_lstm else 1)
+
+
+def layer_params(params: Params, model: ModelConfig, layer: int, backward: bool) -> Params:
+    """The parameter set that runs VSML layer ``layer`` in a forward (or backward) pass: the
+    shared set, that layer's slice (``layerwise_lstms``), from the backward set
+    (``separate_backward_lstm``, backward passes only)."""
+    if not (model.layerwise_lstms or model.separate_backward_lstm):
+        return params
+    prefix = BACKWARD_PREFIX if backward and model.separate_backward_lstm else ""
+    own = {name[len(prefix):]: value for name, value in params.items()
+           if name.startswith(prefix) and (prefix or not name.startswith(BACKWARD_PREFIX))}
+    if model.layerwise_lstms:
+        own = {name: value[layer] for name, value in own.items()}
+    return own
 
 
 def init_layer_states(
@@ -102,14 +159,18 @@ def lstm_cell(z: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def layer_ticks(
-    params: Params, state: LayerState, fwd_in: jax.Array, bwd_in: jax.Array, ticks: int
+    params: Params, state: LayerState, fwd_in: jax.Array, bwd_in: jax.Array, ticks: int,
+    out_mask: jax.Array | None = None,
 ) -> tuple[LayerState, jax.Array, jax.Array]:
     """Run ``ticks`` LSTM steps of one layer with fixed incoming messages.
 
     fwd_in: [n_in, m] forward messages; bwd_in: [n_out, m] backward messages.
     Returns the new state, forward output [n_out, m] and backward output [n_in, m].
+    ``out_mask`` ([n_out], 1 = live output): the backward output averages over live outputs
+    only (the last layer of a network wider than its episode's dataset).
     """
-    fast, fwd_out, bwd_out = fast_layer_ticks(params, to_fast(state), fwd_in, bwd_in, ticks)
+    fast, fwd_out, bwd_out = fast_layer_ticks(params, to_fast(state), fwd_in, bwd_in, ticks,
+                                              out_mask)
     return from_fast(fast), fwd_out, bwd_out
 
 
@@ -136,8 +197,16 @@ def fast_cell(z: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array]:
     return _sigmoid(o) * jnp.tanh(c), c
 
 
+def layer_norm(x: jax.Array, scale: jax.Array, offset: jax.Array) -> jax.Array:
+    """LayerNorm over the last axis, as haiku's (biased variance, eps inside the root)."""
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+    return (x - mean) * (scale * jax.lax.rsqrt(var + LAYER_NORM_EPS)) + offset
+
+
 def fast_layer_ticks(
-    params: Params, state: LayerState, fwd_in: jax.Array, bwd_in: jax.Array, ticks: int
+    params: Params, state: LayerState, fwd_in: jax.Array, bwd_in: jax.Array, ticks: int,
+    out_mask: jax.Array | None = None,
 ) -> tuple[LayerState, jax.Array, jax.Array]:
     """``layer_ticks`` on a state in the fast layout [s, n_out, n_in] (same math)."""
     m = fwd_in.shape[-1]
@@ -158,10 +227,31 @@ def fast_layer_ticks(
     # A loop, not Python unrolling: XLA:CPU would otherwise fuse the matmul's flattening
     # reshape into the gate fusion that produces h, and that fusion no longer vectorizes.
     h, c = jax.lax.fori_loop(0, ticks, tick, tuple(state))
+    if "fwd_ln_scale" in params:
+        fwd_out, bwd_out = _normed_messages(params, h, out_mask)
+        return LayerState(h, c), fwd_out, bwd_out
     h_to_b, h_from_a = jnp.mean(h, axis=2).T, jnp.mean(h, axis=1).T  # [n_out, s], [n_in, s]
+    if out_mask is not None:  # mean over the live outputs b only
+        h_from_a = jnp.einsum("sba,b->as", h, out_mask, precision=PRECISION) / out_mask.sum()
     fwd_out = jnp.matmul(h_to_b, params["fwd_w"], precision=PRECISION) + params["fwd_b"]
     bwd_out = jnp.matmul(h_from_a, params["bwd_w"], precision=PRECISION) + params["bwd_b"]
     return LayerState(h, c), fwd_out, bwd_out
+
+
+def _normed_messages(
+    params: Params, h: jax.Array, out_mask: jax.Array | None
+) -> tuple[jax.Array, jax.Array]:
+    """Messages with LayerNorm: the official SubRNN normalizes each connection's projected
+    message before the layer averages them, so here (unlike without LayerNorm) the messages
+    are projected per connection, [n_out, n_in, m], and only then averaged."""
+    fwd_ab = params["fwd_b"] + jnp.einsum("sba,sm->bam", h, params["fwd_w"], precision=PRECISION)
+    bwd_ab = params["bwd_b"] + jnp.einsum("sba,sm->bam", h, params["bwd_w"], precision=PRECISION)
+    fwd_ab = layer_norm(fwd_ab, params["fwd_ln_scale"], params["fwd_ln_offset"])
+    bwd_ab = layer_norm(bwd_ab, params["bwd_ln_scale"], params["bwd_ln_offset"])
+    if out_mask is None:
+        return jnp.mean(fwd_ab, axis=1), jnp.mean(bwd_ab, axis=0)
+    bwd = jnp.einsum("bam,b->am", bwd_ab, out_mask, precision=PRECISION) / out_mask.sum()
+    return jnp.mean(fwd_ab, axis=1), bwd
 
 
 def input_messages(x: jax.Array, message_size: int) -> jax.Array:
@@ -208,6 +298,18 @@ def net_to_fast(net: NetState) -> NetState:
     return NetState([to_fast(layer) for layer in net.layers], list(net.pending))
 
 
+def output_mask(live: jax.Array, num_outputs: int) -> jax.Array:
+    """[num_outputs] float: 1 for the first ``live`` outputs (the episode dataset's classes)."""
+    return (jnp.arange(num_outputs) < live).astype(jnp.float32)
+
+
+def masked_softmax(logits: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """Softmax over the live outputs only; dead outputs get probability 0."""
+    if mask is None:
+        return jax.nn.softmax(logits)
+    return jax.nn.softmax(jnp.where(mask > 0, logits, -jnp.inf))
+
+
 def learn_step(
     params: Params,
     net: NetState,
@@ -215,16 +317,31 @@ def learn_step(
     label: jax.Array,
     model: ModelConfig,
     layer_fn: LayerFn = layer_ticks,
+    live: jax.Array | None = None,
 ) -> tuple[NetState, jax.Array]:
     """Predict ``x``, then receive its label: one online learning step.
 
     Returns the new state and the bounded logits of the prediction made before the label was
     seen. ``layer_fn`` lets the reference formulation reuse this exact control flow.
+    ``live`` (a traced count, or None for all): only the first ``live`` outputs belong to this
+    episode's dataset. The others are masked out of the softmax and the error, and the last
+    layer's backward message averages over the live outputs only, so the live outputs, all
+    hidden layers and the returned live logits evolve exactly as in a network ``live`` wide.
     """
     m, ticks = model.message_size, model.micro_ticks
     num_layers = len(net.layers)
     layers = list(net.layers)
     pending = list(net.pending)
+    n_out = pending[-1].shape[0]
+    mask = None if live is None else output_mask(live, n_out)
+
+    def run(li: int, backward: bool, fwd_in: jax.Array,
+            bwd_in: jax.Array) -> tuple[LayerState, jax.Array, jax.Array]:
+        own = layer_params(params, model, li, backward)
+        if mask is not None and li == num_layers - 1:
+            return layer_fn(own, layers[li], fwd_in, bwd_in, ticks, out_mask=mask)
+        return layer_fn(own, layers[li], fwd_in, bwd_in, ticks)
+
     # Message routing as in the official code (louiskirsch/vsml-neurips2021, models.py,
     # VSMLRNN._tick and VSMLRNN.__call__'s scan_tick): every layer keeps the last backward
     # message sent to it. In the forward pass layer l runs before layer l+1, so a hidden layer
@@ -235,17 +352,17 @@ def learn_step(
     fwd_inputs = []
     for li in range(num_layers):
         fwd_inputs.append(fwd)
-        layers[li], fwd, bwd_out = layer_fn(params, layers[li], fwd, pending[li], ticks)
+        layers[li], fwd, bwd_out = run(li, False, fwd, pending[li])
         if not model.backward_pass and li > 0:
             pending[li - 1] = bwd_out  # with a backward pass, overwritten before it is read
     logits = bound_logits(fwd[:, PREDICTION_SLOT], model.output_bound)
     onehot = jax.nn.one_hot(label, logits.shape[0])
-    error = jax.nn.softmax(logits) - onehot
+    error = masked_softmax(logits, mask) - onehot
     err_msg = error_messages(error, onehot, m, model.feed_label)
     if model.backward_pass:
         bwd = err_msg
         for li in reversed(range(num_layers)):
-            layers[li], _, bwd = layer_fn(params, layers[li], fwd_inputs[li], bwd, ticks)
+            layers[li], _, bwd = run(li, True, fwd_inputs[li], bwd)
             if li > 0:
                 pending[li - 1] = bwd  # read by layer li-1 now, and in the next forward pass
         # pending[-1] stays zeros: the last layer's forward pass never sees an error.

@@ -33,6 +33,10 @@ class Learner:
     # True when the parameters do not depend on the input size, so the same learner runs on
     # inputs of any size (VSML's shared LSTM; an optimizer's learning rate).
     size_free: ClassVar[bool] = False
+    # True when ``make`` takes ``live=`` (a traced count: only the first ``live`` outputs are
+    # the episode dataset's classes) and masks the others out of its own error or loss, so it
+    # learns as a network ``live`` wide would (task.per_dataset_outputs).
+    masks_outputs: ClassVar[bool] = False
 
     def init_params(self, key: jax.Array, num_features: int, num_outputs: int) -> Params:
         """Initial parameters for a task with these sizes (ES starts its search here)."""

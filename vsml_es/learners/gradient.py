@@ -54,8 +54,10 @@ def gradient_learner(
     num_features: int,
     num_classes: int,
     hidden: int = 0,
+    live: jax.Array | None = None,
 ) -> tuple[InitFn, StepFn]:
-    """Online learner: predict x, then one ``optimizer`` step on its cross-entropy."""
+    """Online learner: predict x, then one ``optimizer`` step on its cross-entropy (over the
+    first ``live`` outputs only when given: the others get no gradient, as if absent)."""
     opt = make_optimizer(optimizer, learning_rate)
     sizes = (num_features, hidden, num_classes) if hidden else (num_features, num_classes)
 
@@ -65,7 +67,10 @@ def gradient_learner(
 
     def loss_fn(params: MlpParams, x: jax.Array, y: jax.Array):
         logits = mlp_logits(params, x)
-        return -jax.nn.log_softmax(logits)[y], logits
+        if live is None:
+            return -jax.nn.log_softmax(logits)[y], logits
+        live_logits = jnp.where(jnp.arange(num_classes) < live, logits, -jnp.inf)
+        return -jax.nn.log_softmax(live_logits)[y], logits
 
     def step(state, x: jax.Array, y: jax.Array):
         params, opt_state = state
@@ -83,6 +88,7 @@ class GradientLearner(Learner):
     optimizer: str
     hidden: int = 0
     size_free = True
+    masks_outputs = True
 
     @property
     def label(self) -> str:  # type: ignore[override]
@@ -93,9 +99,10 @@ class GradientLearner(Learner):
         del key, num_features, num_outputs  # tuning replaces it; a common middle of the grids
         return {"learning_rate": jnp.asarray(0.01, jnp.float32)}
 
-    def make(self, params: Params, num_features: int, num_outputs: int) -> tuple[InitFn, StepFn]:
+    def make(self, params: Params, num_features: int, num_outputs: int,
+             live: jax.Array | None = None) -> tuple[InitFn, StepFn]:
         return gradient_learner(self.optimizer, params["learning_rate"], num_features,
-                                num_outputs, self.hidden)
+                                num_outputs, self.hidden, live)
 
     def describe(self, params: Params) -> str:
         return f"{self.label} (lr {float(params['learning_rate']):g})"

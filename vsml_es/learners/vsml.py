@@ -24,12 +24,14 @@ class VsmlLearner(Learner):
     layer_fn: vsml.LayerFn | None = None
     label = "VSML"
     size_free = True
+    masks_outputs = True
 
     def init_params(self, key: jax.Array, num_features: int, num_outputs: int) -> Params:
         del num_features, num_outputs  # the shared LSTM does not depend on the layer sizes
         return vsml.init_params(key, self.model)
 
-    def make(self, params: Params, num_features: int, num_outputs: int) -> tuple[InitFn, StepFn]:
+    def make(self, params: Params, num_features: int, num_outputs: int,
+             live: jax.Array | None = None) -> tuple[InitFn, StepFn]:
         model = self.model
         sizes = vsml.layer_sizes(model, num_features, num_outputs)
         fast = self.layer_fn is None
@@ -41,6 +43,6 @@ class VsmlLearner(Learner):
 
         def step(net: vsml.NetState, x: jax.Array,
                  y: jax.Array) -> tuple[vsml.NetState, jax.Array]:
-            return vsml.learn_step(params, net, x, y, model, layer_fn)
+            return vsml.learn_step(params, net, x, y, model, layer_fn, live)
 
         return init, step
