@@ -40,7 +40,7 @@ class Backend:
         if self._ray is None:
             yield LocalEvaluator(spec, data)
             return
-        evaluator = self._ray.RayEvaluator(spec, data, self.dist)
+        evaluator = self._ray.RayEvaluator(spec, data, self.dist, log=self._log)
         self._log(f"evaluating on {evaluator.describe()}")
         try:
             yield evaluator

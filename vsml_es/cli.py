@@ -16,7 +16,7 @@ from vsml_es.errors import UserError
 
 # Order shown in --help. A module missing here is simply not offered.
 COMMAND_MODULES = ("train", "resume", "evaluate", "export", "data", "config", "compare",
-                   "sweep", "runs", "plot")
+                   "sweep", "runs", "plot", "introspect")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -172,16 +172,50 @@ class Strategy:
         return [[i] for i in range(p)]
 
 
+# Algorithms built in this process, by what defines them. evosax jits ask/tell with the
+# algorithm object as a static argument (hashed by identity): a new object per Trainer would
+# compile them again for every run of a sweep, compare or test session.
+_BUILT: dict[tuple[Any, ...], tuple[Any, bool]] = {}
+
+
+def _algorithm_key(training: TrainingConfig, template: Any) -> tuple[Any, ...]:
+    """What an evosax algorithm depends on: its settings and the template's shapes (evosax
+    reads only the template's structure, to ravel and unravel members)."""
+    shapes = tuple((np.shape(x), str(np.asarray(x).dtype)) for x in jax.tree.leaves(template))
+    settings = (training.strategy, training.population_size, training.optimizer,
+                training.learning_rate, training.sigma, training.fitness_shaping,
+                repr(sorted(training.strategy_kwargs.items())))
+    return settings, jax.tree.structure(template), shapes
+
+
 def build_strategy(training: TrainingConfig, template: Any) -> Strategy:
-    cls = ALGORITHMS[training.strategy]
-    algorithm = cls(population_size=training.population_size, solution=template,
-                    **_constructor_kwargs(training))
+    key = _algorithm_key(training, template)
+    if key not in _BUILT:
+        cls = ALGORITHMS[training.strategy]
+        algorithm = cls(population_size=training.population_size, solution=template,
+                        **_constructor_kwargs(training))
+        if len(_BUILT) >= 16:
+            _BUILT.pop(next(iter(_BUILT)))
+        _BUILT[key] = algorithm, _detect_mirrored(algorithm, _params(algorithm, training),
+                                                  template)
+    algorithm, mirrored = _BUILT[key]
+    _require_mirrored(training, mirrored)
+    return Strategy(algorithm, _params(algorithm, training), mirrored)
+
+
+def _params(algorithm: Any, training: TrainingConfig) -> Any:
     params = algorithm.default_params
     if hasattr(params, "std_init"):
         params = params.replace(std_init=training.sigma)
-    mirrored = _detect_mirrored(algorithm, params, template)
-    _require_mirrored(training, mirrored)
-    return Strategy(algorithm, params, mirrored)
+    return params
+
+
+def strongly_typed(tree: Any) -> Any:
+    """``tree`` with no weakly typed leaf. evosax's init returns weakly typed scalars (the
+    generation counter, the best fitness, std) and tell strongly typed ones, so without this
+    jit compiles ask and tell a second time at generation 1."""
+    return jax.tree.map(
+        lambda x: jnp.array(x, dtype=x.dtype) if getattr(x, "weak_type", False) else x, tree)
 
 
 def _detect_mirrored(algorithm: Any, params: Any, template: Any) -> bool:
@@ -190,7 +224,7 @@ def _detect_mirrored(algorithm: Any, params: Any, template: Any) -> bool:
     if p % 2:
         return False
     key = jax.random.key(0)
-    state = algorithm.init(key, template, params)
+    state = strongly_typed(algorithm.init(key, template, params))  # the types training uses
     population, _ = algorithm.ask(key, state, params)
     flat = jax.vmap(lambda x: jax.flatten_util.ravel_pytree(x)[0])(population)
     mean = jax.flatten_util.ravel_pytree(template)[0]

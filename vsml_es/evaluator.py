@@ -26,8 +26,26 @@ class Evaluation(NamedTuple):
     accuracy: np.ndarray  # [P] float32, mean online accuracy over the episode
 
 
+@dataclass(frozen=True)
+class AskRecipe:
+    """How the driver drew a generation's population: ``algorithm.ask(key, state, params)``.
+
+    An evaluator that offers ``evaluate_asked`` may send this (O(parameters)) instead of the
+    members (O(population x parameters)) and let its workers redraw them.
+    """
+
+    algorithm: Any
+    key: jax.Array
+    state: Any
+    params: Any
+
+
 class Evaluator(Protocol):
-    """Evaluates a population (pytree with leading axis P) for one generation."""
+    """Evaluates a population (pytree with leading axis P) for one generation.
+
+    Optional: ``evaluate_asked(recipe, population, generation, episode_ids)``, the same
+    evaluation given also the :class:`AskRecipe` the population came from.
+    """
 
     def evaluate(self, population: Any, generation: int, episode_ids: np.ndarray) -> Evaluation:
         ...

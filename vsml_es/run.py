@@ -20,6 +20,8 @@ from vsml_es.errors import Report, UserError
 from vsml_es.evaluator import make_eval_spec
 from vsml_es.experiment import experiment_from_dict, with_overrides
 from vsml_es.export import export_run
+from vsml_es.introspect import introspect_learner
+from vsml_es.introspect_report import OUTPUT_FILES as INTROSPECT_FILES
 from vsml_es.learners import Params, size_free_names
 from vsml_es.metatest import meta_learned, run_metatest
 from vsml_es.paths import check_new_run_dir, check_output_dir
@@ -33,7 +35,7 @@ from vsml_es.tracking import open_trackers
 from vsml_es.trainer import Trainer, write_run_config
 
 __all__ = ["TrainResult", "compare", "default_run_dir", "evaluate_file", "export_run",
-           "resume_training", "start_training", "train"]
+           "introspect_file", "resume_training", "start_training", "train"]
 
 
 @dataclass
@@ -135,6 +137,50 @@ def evaluate_file(path: Path, datasets: tuple[str, ...] | None = None, steps: in
     summaries = run_metatest([meta_learned(config, params)], config, out, steps=steps,
                              episodes=episodes, num_features=spec.num_inputs)
     return summaries, out
+
+
+def learner_source(path: Path) -> Path:
+    """A learner file, or a run directory's final ``params.npz``."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "params.npz").is_file():
+            raise UserError(f"Run directory '{path}' has no params.npz (training has not "
+                            "finished); give a .vsml file, or export one with 'vsml-es export "
+                            f"{path} -o NAME.vsml'.")
+        return path / "params.npz"
+    return path
+
+
+def introspect_file(path: Path, dataset: str, steps: int | None = None,
+                    episodes: int | None = None, seed: int | None = None,
+                    overrides: list[str] | tuple[str, ...] = (), out: Path | None = None,
+                    log: Report = print) -> tuple[dict, Path]:
+    """Trace a VSML learner (``.vsml`` file, ``params.npz`` or run directory) over episodes of
+    ``dataset`` beside tuned SGD: (accuracy by occurrence per learner, out dir)."""
+    source = learner_source(path)
+    params, spec = read_learner_file(source)
+    if spec.model.learner != "vsml":
+        raise UserError(f"'{path}' holds a '{spec.model.learner}' learner; introspect reads "
+                        "the states of VSML's output units, so it needs a VSML learner.")
+    if "config" not in spec.info:
+        raise UserError(f"'{path}' holds no run config; was it written by vsml-es?")
+    try:
+        config = experiment_from_dict(spec.info["config"])
+    except UserError as err:
+        raise UserError(f"'{path}' holds a run config this vsml-es cannot use: {err}") from None
+    # The flags become config keys, so they are checked like the config's own values.
+    overrides = [*overrides, f"metatest.datasets={json.dumps([dataset])}",
+                 'metatest.baselines=["sgd"]',
+                 *(f"metatest.{key}={value}" for key, value in
+                   (("steps", steps), ("episodes", episodes), ("seed", seed))
+                   if value is not None)]
+    config = with_overrides(config, overrides)
+    out = Path(out) if out is not None else source.parent / "introspect"
+    check_output_dir(out, INTROSPECT_FILES, "--out")
+    check_datasets_ready(config.task, config.metatest, training=True)
+    check_metatest_fits(config.task, config.metatest, spec.num_inputs,
+                        size_free_names(config, (config.model.learner,)))
+    return introspect_learner(config, params, spec.num_inputs, out, log), out
 
 
 def compare(config: Config, out: Path, log: Report = print) -> tuple[list[dict], dict]:
