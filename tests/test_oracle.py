@@ -10,6 +10,7 @@ gate opened so that the states (the "weights") move within an episode.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any, NamedTuple
 
 import jax
@@ -19,7 +20,7 @@ import oracle_vsml as oracle
 import pytest
 
 from vsml_es.config import ModelConfig
-from vsml_es.episodes import online_episode
+from vsml_es.episodes import online_episode, run_online
 from vsml_es.learners.vsml import VsmlLearner
 
 STEPS = 20
@@ -212,3 +213,162 @@ def test_initial_states_follow_official_init() -> None:
             assert abs(random_half.mean()) < 0.02 * sigma, name
             assert 1.95 * sigma < np.abs(random_half).max() <= 2.0 * sigma * (1 + 1e-6), name
         assert not np.allclose(c, to_oracle_layout(other.layers[li].c))
+
+
+# --- the paper's deep variants (issue 13 item 4) and per-dataset outputs (item 1)
+
+
+def option_params(seed: int, model: ModelConfig) -> dict[str, Any]:
+    """Random parameters in the layout of ``model``'s options: one ``random_params`` set per
+    layer (layerwise) and per pass (separate backward LSTM), LayerNorm scales near 1 and
+    offsets near 0 but far enough from them that a dropped or swapped term shows."""
+    layers = len(model.hidden_layers) + 1
+    passes = ["", "back_"] if model.separate_backward_lstm else [""]
+    params: dict[str, Any] = {}
+    for pi, prefix in enumerate(passes):
+        sets = []
+        for li in range(layers if model.layerwise_lstms else 1):
+            one = random_params(seed + 100 * pi + 10 * li)
+            if model.layer_norm:
+                rng = np.random.default_rng(seed + 100 * pi + 10 * li + 5)
+                for name in ("fwd", "bwd"):
+                    m = oracle.MESSAGE_SIZE
+                    one[f"{name}_ln_scale"] = (1 + 0.3 * rng.standard_normal(m)).astype(np.float32)
+                    one[f"{name}_ln_offset"] = (0.3 * rng.standard_normal(m)).astype(np.float32)
+            sets.append(one)
+        for name in sets[0]:
+            value = np.stack([s[name] for s in sets]) if model.layerwise_lstms else sets[0][name]
+            params[prefix + name] = value
+    return params
+
+
+def check_matches(fast: FastEpisode, want: oracle.Episode, live: int | None = None) -> None:
+    """Logits, losses, final states and next backward inputs to 1e-5; with ``live``, those of
+    the first ``live`` outputs of the fast path's wider last layer."""
+    cut = slice(None) if live is None else slice(0, live)
+    np.testing.assert_allclose(fast.logits[:, cut], want.logits, **TOL, err_msg="logits")
+    np.testing.assert_allclose(fast.losses, want.losses, **TOL, err_msg="losses")
+    last = len(want.states) - 1
+    for li, ((h, c), (h_want, c_want)) in enumerate(zip(fast.states, want.states, strict=True)):
+        if li == last:
+            h, c = h[:, cut], c[:, cut]
+        np.testing.assert_allclose(h, h_want, **TOL, err_msg=f"final h of layer {li}")
+        np.testing.assert_allclose(c, c_want, **TOL, err_msg=f"final c of layer {li}")
+    for li, (got, expected) in enumerate(zip(fast.next_bwd, want.next_bwd, strict=True)):
+        got = got[cut] if li == last else got
+        np.testing.assert_allclose(got, expected, **TOL, err_msg=f"next bwd input of {li}")
+
+
+# (n_in, hidden, n_out, backward_pass, feed_label, micro_ticks, layer_norm, layerwise,
+# separate backward LSTM). deep-ln-label is the official deep.yaml; deep-bwd-ln-label the
+# dense part of conv.yaml.
+OPTION_EPISODES = {
+    "single-ln": (7, (), 3, False, False, 2, True, False, False),
+    "deep-ln-label": (6, (5,), 3, False, True, 2, True, False, False),
+    "deep-bwd-ln-label": (6, (5,), 3, True, True, 2, True, False, False),
+    "deep-layerwise": (6, (5,), 3, False, True, 2, False, True, False),
+    "deep-bwd-layerwise": (6, (5,), 3, True, False, 1, False, True, False),
+    "deep-separate-bwd": (6, (5,), 3, True, True, 2, False, False, True),
+    "deep2-all": (6, (5, 4), 3, True, True, 1, True, True, True),
+}
+
+
+def option_configs(name: str) -> tuple[ModelConfig, oracle.OracleConfig]:
+    n_in, hidden, n_out, backward, label, ticks, ln, layerwise, separate = OPTION_EPISODES[name]
+    model = ModelConfig(hidden_layers=hidden, backward_pass=backward, feed_label=label,
+                        micro_ticks=ticks, layer_norm=ln, layerwise_lstms=layerwise,
+                        separate_backward_lstm=separate)
+    cfg = oracle.OracleConfig(hidden_layers=hidden, backward_pass=backward, feed_label=label,
+                              micro_ticks=ticks, layer_norm=ln, layerwise_rnns=layerwise,
+                              separate_backward_rnn=separate)
+    return model, cfg
+
+
+def option_off(params: dict[str, Any], cfg: oracle.OracleConfig,
+               option: str) -> tuple[dict[str, Any], oracle.OracleConfig]:
+    """The same episode with one option switched off: LayerNorm dropped, every layer run by
+    layer 0's LSTM, or the backward pass run by the forward LSTM."""
+    if option == "layer_norm":
+        return params, dataclasses.replace(cfg, layer_norm=False)
+    if option == "layerwise_rnns":
+        return ({k: v[0] for k, v in params.items()},
+                dataclasses.replace(cfg, layerwise_rnns=False))
+    return ({k: v for k, v in params.items() if not k.startswith("back_")},
+            dataclasses.replace(cfg, separate_backward_rnn=False))
+
+
+@pytest.mark.parametrize("name", list(OPTION_EPISODES))
+def test_option_episode_matches_oracle(name: str) -> None:
+    """LayerNorm, layer-wise and separate backward LSTMs: whole episodes against the oracle,
+    and each option switched on changes the episode (so each one is really exercised)."""
+    n_in, _, n_out = OPTION_EPISODES[name][:3]
+    model, cfg = option_configs(name)
+    seed = 40 + sorted(OPTION_EPISODES).index(name)
+    params = option_params(seed, model)
+    xs, ys = stream(seed + 1, n_in, n_out)
+    fast = run_fast(model, params, xs, ys, n_out, seed + 2)
+    want = oracle.run_episode(params, cfg, xs, ys, fast.initial)
+    check_matches(fast, want)
+    assert np.ptp(want.logits, axis=0).min() > 0.05
+    for option in ("layer_norm", "layerwise_rnns", "separate_backward_rnn"):
+        if getattr(cfg, option):
+            p_off, cfg_off = option_off(params, cfg, option)
+            off = oracle.run_episode(p_off, cfg_off, xs, ys, fast.initial)
+            assert np.abs(off.logits - want.logits).max() > 1e-3, option
+
+
+def run_fast_masked(model: ModelConfig, params: dict[str, Any], xs: np.ndarray,
+                    ys: np.ndarray, n_out: int, live: int, seed: int) -> FastEpisode:
+    """The learner as ES runs it with per-dataset outputs: ``n_out`` wide, ``live`` used."""
+    init, step = VsmlLearner(model).make(
+        {k: jnp.asarray(v) for k, v in params.items()}, xs.shape[1], n_out,
+        live=jnp.int32(live))
+    net0 = init(jax.random.key(seed))
+
+    @jax.jit
+    def episode(net0: Any, xs: jax.Array, ys: jax.Array) -> tuple[Any, ...]:
+        final, logits = jax.lax.scan(lambda net, xy: step(net, *xy), net0, (xs, ys))
+        losses, _ = run_online(lambda _: net0, step, jax.random.key(0), jnp.zeros(()),
+                               (xs, ys), Stream(len(xs)), jnp.int32(live))
+        return logits, losses, final
+
+    logits, losses, final = episode(net0, jnp.asarray(xs), jnp.asarray(ys))
+
+    def layers(net: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [(to_oracle_layout(ls.h), to_oracle_layout(ls.c)) for ls in net.layers]
+
+    return FastEpisode(np.asarray(logits), np.asarray(losses), layers(net0), layers(final),
+                       [np.asarray(p) for p in final.pending])
+
+
+# (hidden, backward_pass, feed_label, layer_norm): the backward mean over live outputs matters
+# only with a hidden layer; with LayerNorm it is taken over normalized messages.
+MASKED_EPISODES = {
+    "single-bwd": ((), True, False, False),
+    "deep-label": ((5,), False, True, False),
+    "deep-bwd-ln-label": ((5,), True, True, True),
+}
+
+
+@pytest.mark.parametrize("name", list(MASKED_EPISODES))
+def test_masked_outputs_match_oracle_of_dataset_width(name: str) -> None:
+    """Per-dataset outputs: a 9-wide network running a 4-class episode matches, on its live
+    outputs, the oracle of a 4-wide network (the official code sizes the output layer by the
+    dataset); the same wide network unmasked does not."""
+    hidden, backward, label, ln = MASKED_EPISODES[name]
+    n_in, wide, live = 6, 9, 4
+    model = ModelConfig(hidden_layers=hidden, backward_pass=backward, feed_label=label,
+                        layer_norm=ln)
+    cfg = oracle.OracleConfig(hidden_layers=hidden, backward_pass=backward, feed_label=label,
+                              layer_norm=ln)
+    seed = 60 + sorted(MASKED_EPISODES).index(name)
+    params = option_params(seed, model)
+    xs, ys = stream(seed + 1, n_in, live)
+    fast = run_fast_masked(model, params, xs, ys, wide, live, seed + 2)
+    narrow = [(h, c) if li < len(hidden) else (h[:, :live], c[:, :live])
+              for li, (h, c) in enumerate(fast.initial)]
+    want = oracle.run_episode(params, cfg, xs, ys, narrow)
+    check_matches(fast, want, live)
+    # The dead outputs really are there: unmasked, the wide network predicts otherwise.
+    unmasked = run_fast(model, params, xs, ys, wide, seed + 2)
+    assert np.abs(unmasked.logits[:, :live] - want.logits).max() > 1e-3

@@ -1,0 +1,169 @@
+"""Per-dataset output sizes (issue 13 item 1) and the deep-variant switches' config checks.
+
+With ``task.per_dataset_outputs`` a network as wide as ``task.num_classes`` runs each episode
+with its dataset's class count: the outputs beyond it are masked out of the softmax, the
+error, the argmax and the loss. The oracle tests (test_oracle.py) hold the masked network to
+the official code's narrow one; here the fast path is held to itself at the sizes of the
+dataset grid (a 10-class episode in a 47-wide network), and the task pipeline is checked to
+pass each episode's class count through.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vsml_es import vsml
+from vsml_es.cli import main
+from vsml_es.config import MetaTestConfig, ModelConfig, TaskConfig
+from vsml_es.data.registry import ArrayDataset
+from vsml_es.episodes import learner_episode, masked_logits
+from vsml_es.learners.gradient import GradientLearner
+from vsml_es.learners.vsml import VsmlLearner
+from vsml_es.tasks import MixtureTask, build_task, load_metatest_task, make_task, with_output_mask
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
+TOL = {"rtol": 1e-5, "atol": 1e-5}
+
+
+def run_steps(model: ModelConfig, params: Any, net0: vsml.NetState, xs: jax.Array,
+              ys: jax.Array, n_out: int, live: int | None) -> tuple[Any, ...]:
+    """Logits, online losses (masked when ``live``) and the final state of one episode."""
+    make = VsmlLearner(model).make
+    _, step = (make(params, xs.shape[1], n_out) if live is None
+               else make(params, xs.shape[1], n_out, live=jnp.int32(live)))
+
+    def body(net: vsml.NetState, xy: tuple[jax.Array, jax.Array]) -> tuple[Any, Any]:
+        net, logits = step(net, *xy)
+        live_logits = masked_logits(logits, None if live is None else jnp.int32(live))
+        return net, (logits, -jax.nn.log_softmax(live_logits)[xy[1]])
+
+    final, (logits, losses) = jax.jit(lambda n, a, b: jax.lax.scan(body, n, (a, b)))(
+        net0, xs, ys)
+    return np.asarray(logits), np.asarray(losses), final
+
+
+@pytest.mark.parametrize("model", [
+    ModelConfig(),
+    ModelConfig(hidden_layers=(8,), backward_pass=True, feed_label=True, layer_norm=True),
+], ids=["single-bwd", "deep-bwd-ln-label"])
+def test_ten_class_episode_in_47_wide_network_is_a_10_wide_network(model: ModelConfig) -> None:
+    """Same logits, losses and states on the live outputs (and everywhere below them)."""
+    n_in, steps = 12, 30
+    rng = np.random.default_rng(0)
+    xs = jnp.asarray(rng.standard_normal((steps, n_in)), jnp.float32)
+    ys = jnp.asarray(rng.permutation(np.arange(steps) % 10), jnp.int32)
+    # Open the input gate so that the states move within 30 steps (as test_oracle does).
+    params = vsml.init_params(jax.random.key(1), model)
+    params["lstm_b"] = params["lstm_b"].at[: model.state_size].add(3.0)
+    init, _ = VsmlLearner(model).make(params, n_in, 47)
+    wide0 = init(jax.random.key(2))
+    # The 10-wide network starts from the wide one's states of its 10 outputs (fast layout
+    # [s, n_out, n_in]: the outputs are axis 1), so any difference comes from the episode.
+    last = len(wide0.layers) - 1
+    narrow0 = vsml.NetState(
+        [vsml.LayerState(*(a[:, :10] for a in ls)) if li == last else ls
+         for li, ls in enumerate(wide0.layers)],
+        [p[:10] if li == last else p for li, p in enumerate(wide0.pending)])
+    w_logits, w_losses, wide = run_steps(model, params, wide0, xs, ys, 47, 10)
+    n_logits, n_losses, narrow = run_steps(model, params, narrow0, xs, ys, 10, None)
+    np.testing.assert_allclose(w_logits[:, :10], n_logits, **TOL)
+    np.testing.assert_allclose(w_losses, n_losses, **TOL)
+    for li, (w, n) in enumerate(zip(wide.layers, narrow.layers, strict=True)):
+        for a, b in zip(w, n, strict=True):
+            np.testing.assert_allclose(a[:, :10] if li == last else a, b, **TOL)
+    np.testing.assert_allclose(wide.pending[last][:10], narrow.pending[last], **TOL)
+    assert np.ptp(n_logits, axis=0).min() > 0.01  # the live outputs do learn
+    assert abs(n_losses[0] - math.log(10)) < 0.5  # a 10-way guess, not a 47-way one
+    # (test_oracle's masked tests show the unmasked wide network takes another course.)
+
+
+def synthetic(name: str, classes: int, n: int = 64) -> ArrayDataset:
+    rng = np.random.default_rng(classes)
+    x = rng.standard_normal((n, 4, 4, 1)).astype(np.float32)
+    return ArrayDataset(name, "train", x, (np.arange(n) % classes).astype(np.int32),
+                        num_classes=classes, mean=0.0, std=1.0)
+
+
+def first_losses(learner: Any, task: Any, data: Any, keys: jax.Array) -> np.ndarray:
+    params = {"learning_rate": jnp.asarray(0.1)}
+    fn = jax.jit(jax.vmap(lambda k: learner_episode(learner, params, k, data, task)[0][0]))
+    return np.asarray(fn(keys))
+
+
+@pytest.mark.parametrize("per_dataset", [True, False])
+def test_mixture_episode_uses_its_datasets_class_count(per_dataset: bool) -> None:
+    """A mixture of a 10-class and a 47-class dataset: each episode's live count is its
+    dataset's, and SGD's first prediction (zero output weights: uniform over the live
+    outputs) costs ln 10 or ln 47 accordingly; without per-dataset outputs, ln 47 always."""
+    parts, datas = zip(*(make_task(synthetic(n, c), 8, 47, False, transforms=False)
+                         for n, c in (("ten", 10), ("many", 47))), strict=True)
+    mixture = MixtureTask("mix", tuple(parts), (1.0, 1.0), parts[0].preprocess)
+    mixture = with_output_mask(mixture, per_dataset)
+    keys = jax.random.split(jax.random.key(0), 16)
+    choices = np.asarray([mixture.episode(jax.random.split(k)[0]).choice for k in keys])
+    assert 0 < choices.sum() < len(keys)  # both datasets drawn
+    for k, choice in zip(keys, choices, strict=True):
+        live = mixture.live_outputs(mixture.episode(jax.random.split(k)[0]))
+        assert (live is None) == (not per_dataset)
+        if per_dataset:
+            assert int(live) == (10, 47)[choice]
+    losses = first_losses(GradientLearner("sgd"), mixture, tuple(datas), keys)
+    want = np.where(choices == 0, math.log(10), math.log(47)) if per_dataset else math.log(47)
+    np.testing.assert_allclose(losses, want, rtol=1e-5)
+
+
+def test_config_switch_reaches_training_and_metatest_tasks() -> None:
+    """task.per_dataset_outputs masks digits' 10 classes in a 12-wide network, in the
+    meta-training task and in every meta-test task; off, nothing is masked."""
+    for on in (True, False):
+        cfg = TaskConfig(dataset="digits", num_classes=12, episode_length=5,
+                         per_dataset_outputs=on)
+        train, data = build_task(cfg)
+        test, _ = load_metatest_task("digits:test", cfg, MetaTestConfig(), 5, None)
+        for task in (train, test):
+            assert task.num_outputs == 12 and task.dataset_classes == 10
+            live = task.live_outputs(task.episode(jax.random.key(0)))
+            assert (live is not None and int(live) == 10) if on else live is None
+        if on:  # and the count reaches the loss: SGD's first guess is uniform over 10
+            losses = first_losses(GradientLearner("sgd"), train, data, jax.random.split(
+                jax.random.key(0), 2))
+            np.testing.assert_allclose(losses, math.log(10), rtol=1e-5)
+
+
+def test_separate_backward_lstm_needs_backward_pass(capsys) -> None:
+    code = main(["train", str(QUICKSTART), "--set", "model.separate_backward_lstm=true",
+                 "--set", "model.backward_pass=false"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "model.separate_backward_lstm" in err and "backward_pass" in err
+    code = main(["train", str(QUICKSTART), "--set", "model.layer_nrom=true"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "Did you mean 'model.layer_norm'" in err
+
+
+def test_option_parameter_layouts() -> None:
+    """Layer-wise sets stack over the layers, the backward set is a second copy under back_,
+    LayerNorm adds scale 1 / offset 0; num_params counts them; the default is unchanged."""
+    base = ModelConfig()
+    full = ModelConfig(hidden_layers=(5, 4), layer_norm=True, layerwise_lstms=True,
+                       separate_backward_lstm=True)
+    p0, p1 = vsml.init_params(jax.random.key(0), base), vsml.init_params(jax.random.key(0), full)
+    assert sum(v.size for v in p0.values()) == vsml.num_params(base) == 2384
+    assert sum(v.size for v in p1.values()) == vsml.num_params(full) == 2 * 3 * (2384 + 32)
+    assert p1["lstm_w"].shape == p1["back_lstm_w"].shape == (3, 32, 64)
+    assert not np.allclose(p1["lstm_w"][0], p1["lstm_w"][1])
+    assert not np.allclose(p1["lstm_w"], p1["back_lstm_w"])
+    np.testing.assert_array_equal(p1["fwd_ln_scale"], 1.0)
+    np.testing.assert_array_equal(p1["back_bwd_ln_offset"], 0.0)
+    one = vsml.layer_params(p1, full, 2, backward=True)
+    np.testing.assert_array_equal(one["lstm_w"], p1["back_lstm_w"][2])
+    assert set(one) == set(vsml.init_params(jax.random.key(0), ModelConfig(layer_norm=True)))
+    # The default layout and draws are those of before the options (2384 floats, same keys).
+    ln = vsml.init_params(jax.random.key(0), ModelConfig(layer_norm=True))
+    np.testing.assert_array_equal(ln["lstm_w"], p0["lstm_w"])
