@@ -88,3 +88,29 @@ def test_official_constants_reach_a_tasks_statistics():
     cfg = dataclasses.replace(PreprocessConfig(), normalize="official")
     task, _ = make_task(load_dataset("sum", "test"), 5, 2, False, cfg)
     assert (task.mean, task.std) == (0.0, 1.0)  # float data: the constants as published
+
+
+def test_a_learner_file_of_an_official_run_normalizes_with_its_recorded_constants():
+    from vsml_es import vsml
+    from vsml_es.classifier import OnlineClassifier
+    from vsml_es.config import ModelConfig
+    from vsml_es.storage.learner_file import LearnerFile
+
+    params = {k: np.asarray(v) for k, v in vsml.init_params(jax.random.key(1),
+                                                           ModelConfig()).items()}
+    stats = (("mnist:train", 0.1306605 * 255, 0.3081079 * 255),)
+
+    def spec(mode: str) -> LearnerFile:
+        return LearnerFile(ModelConfig(), 16, 3, PreprocessConfig(normalize=mode), stats, {},
+                           (4, 4, 1))
+
+    X = np.random.default_rng(0).integers(0, 256, (24, 4, 4, 1)).astype(np.uint8)
+    y = np.arange(24) % 3
+    def probabilities(mode: str) -> np.ndarray:
+        clf = OnlineClassifier(params, spec(mode))
+        clf.partial_fit(X, y, classes=[0, 1, 2])
+        return clf.predict_proba(X)
+
+    official = probabilities("official")
+    np.testing.assert_array_equal(official, probabilities("dataset"))
+    assert np.abs(official - probabilities("none")).max() > 1e-4  # the constants reach X
