@@ -19,8 +19,9 @@ import pytest
 
 from vsml_es import cli
 from vsml_es.experiment import experiment_from_dict, with_overrides
+from vsml_es.introspect import trace_episodes
 from vsml_es.learners import build_learner
-from vsml_es.metatest import learner_curves, meta_learned
+from vsml_es.metatest import eval_keys, learner_curves, meta_learned
 from vsml_es.storage.learner_file import read_learner_file
 from vsml_es.storage.params import load_params, save_params
 from vsml_es.tasks import load_metatest_task
@@ -80,17 +81,26 @@ def test_trace_has_one_consistent_row_per_step(introspected):
     assert len(set(labels)) > 5  # a permuted 10-class stream, not a constant
 
 
-def test_trace_predictions_are_the_meta_tests(introspected):
+@pytest.mark.parametrize("masked", [False, True])
+def test_trace_predictions_are_the_meta_tests(introspected, masked):
     run_dir, out = introspected
     params, spec = read_learner_file(run_dir / "params.npz")
+    extra = ["task.per_dataset_outputs=true", "task.num_classes=12"] if masked else []
     config = with_overrides(experiment_from_dict(spec.info["config"]),
-                            ["metatest.datasets=[digits:test]"])
+                            ["metatest.datasets=[digits:test]", *extra])
     task, data = load_metatest_task("digits:test", config.task, config.metatest, STEPS,
                                     spec.num_inputs)
     contender = meta_learned(config, {k: jnp.asarray(v) for k, v in params.items()})
-    accuracy = learner_curves(contender, task, data, 1, SEED).accuracy[0]
-    header, rows = read_csv(out / "trace.csv")
-    np.testing.assert_array_equal(rows[:, header.index("correct")], accuracy)
+    accuracy = learner_curves(contender, task, data, 2, SEED).accuracy
+    trace = trace_episodes(contender.params, eval_keys(SEED, 2), data, task, contender.learner)
+    logits = np.asarray(trace.logits)
+    assert logits.shape == (2, STEPS, 12 if masked else CLASSES)
+    if masked:  # outputs beyond the dataset's 10 classes never predict
+        assert np.all(np.isneginf(logits[..., CLASSES:]))
+    np.testing.assert_array_equal(logits.argmax(-1) == np.asarray(trace.labels), accuracy)
+    if not masked:
+        header, rows = read_csv(out / "trace.csv")
+        np.testing.assert_array_equal(rows[:, header.index("correct")], accuracy[0])
 
 
 def test_a_label_seen_once_is_learned_by_sgd_and_never_known_before(introspected):

@@ -7,9 +7,9 @@ episode, the k-th time each label occurs and scoring the predictions made at tha
 (before the label is revealed) separates them: on the first occurrence of a freshly permuted
 label no learner can beat guessing among the labels not yet seen; what comes after is learning.
 
-The per-step trace runs the learner's own ``step`` through the same episode keys and key split
-as :func:`vsml_es.episodes.online_episode`, so its predictions are exactly those that the
-meta-test scores; only the summaries of the output layer's states are added.
+The per-step trace runs the learner's own ``step`` through the same episode keys, key split and
+output masking as :func:`vsml_es.episodes.learner_episode`, so its predictions are exactly those
+that the meta-test scores; only the summaries of the output layer's states are added.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vsml_es.config import Config
+from vsml_es.episodes import live_outputs, masked_logits
 from vsml_es.errors import Report, report
 from vsml_es.introspect_report import (
     OCCURRENCE_CSV,
@@ -77,16 +78,20 @@ def _rms_per_output(a: jax.Array) -> jax.Array:
 def trace_episode(learner: Learner, params: Params, key: jax.Array, data: Data,
                   task: EpisodeSource) -> Trace:
     """The episode of ``key`` (an evaluation key, as the meta-test draws it), step by step."""
-    init, step = learner.make(params, task.num_features, task.num_outputs)
-    k_spec, k_learner = jax.random.split(key)  # the split of episodes.online_episode
+    k_spec, k_learner = jax.random.split(key)  # as episodes.learner_episode draws it
     spec = task.episode(k_spec)
+    live = live_outputs(task, spec) if learner.masks_outputs else None
+    if live is None:
+        init, step = learner.make(params, task.num_features, task.num_outputs)
+    else:
+        init, step = learner.make(params, task.num_features, task.num_outputs, live=live)
 
     def body(state: object, t: jax.Array) -> tuple[object, tuple[jax.Array, ...]]:
         x, y = task.example(data, spec, t)
         _, c_before = _output_layer(state)
         state, logits = step(state, x, y)
         h, c = _output_layer(state)
-        return state, (y, logits, _rms_per_output(h), _rms_per_output(c),
+        return state, (y, masked_logits(logits, live), _rms_per_output(h), _rms_per_output(c),
                        _rms_per_output(c - c_before))
 
     _, records = jax.lax.scan(body, init(k_learner), jnp.arange(task.episode_length))
@@ -148,8 +153,13 @@ def introspect_learner(config: Config, params: Params, num_features: int, out: P
     device_params = jax.tree.map(jnp.asarray, params)
     traces = [trace_episodes(device_params, keys[i:i + EVAL_BATCH], data, task, vsml.learner)
               for i in range(0, mt.episodes, EVAL_BATCH)]
+    # With per-dataset outputs the dead outputs are out of every prediction: not shown.
+    shown = (task.dataset_classes if vsml.learner.masks_outputs
+             and getattr(task, "mask_outputs", False) else task.num_outputs)
     trace = Trace(*(np.concatenate([np.asarray(getattr(t, f)) for t in traces])
                     for f in Trace._fields))
+    trace = trace._replace(**{f: getattr(trace, f)[..., :shown]
+                              for f in ("logits", "h_rms", "c_rms", "dc_rms")})
     occurrence = occurrence_index(trace.labels)
     correct = trace.logits.argmax(axis=-1) == trace.labels
     curves = {"vsml": OccurrenceCurve(
