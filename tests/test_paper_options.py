@@ -19,6 +19,7 @@ from vsml_es import cli
 from vsml_es.config import MetaTestConfig, PreprocessConfig, TaskConfig
 from vsml_es.data import load_dataset, prepare_dataset
 from vsml_es.data.sources import FASHION_MNIST
+from vsml_es.errors import LearnerError
 from vsml_es.tasks import build_task, load_metatest_task, make_task
 
 QUICKSTART = str(Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml")
@@ -114,3 +115,6 @@ def test_a_learner_file_of_an_official_run_normalizes_with_its_recorded_constant
     official = probabilities("official")
     np.testing.assert_array_equal(official, probabilities("dataset"))
     assert np.abs(official - probabilities("none")).max() > 1e-4  # the constants reach X
+    # Asked for by name, 'official' is no classifier mode: the file may hold other statistics.
+    with pytest.raises(LearnerError, match="normalize is 'official'"):
+        OnlineClassifier(params, spec("dataset"), normalize="official")

@@ -164,8 +164,8 @@ class OnlineClassifier(ClassifierMixin, BaseEstimator):
         """Check the settings and derive what the jitted functions take; forget the task."""
         spec, input_map = self.spec, self.input_map
         normalize = self.normalize or spec.preprocess.normalize
-        if normalize == "official":  # the file's statistics are then the official constants
-            normalize = "dataset"
+        if self.normalize is None and normalize == "official":
+            normalize = "dataset"  # the file's statistics are then the official constants
         if normalize not in NORMALIZE:
             raise LearnerError(f"normalize is '{normalize}'; valid: {', '.join(NORMALIZE)}.")
         if input_map not in INPUT_MAPS:
