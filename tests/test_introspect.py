@@ -129,6 +129,7 @@ def test_a_label_seen_once_is_learned_by_sgd_and_never_known_before(introspected
     (["--seed", "-5"], "seeds are between"),
     (["--dataset", "nope:test"], "Unknown dataset 'nope'"),
     (["--dataset", "digits:validation"], "split"),
+    (["--dataset", "fashion_mnist:test"], "is not prepared"),  # the session's empty data dir
 ])
 def test_bad_inputs_exit_2_before_any_output(introspected, tmp_path, capsys, argv, message):
     run_dir, _ = introspected
