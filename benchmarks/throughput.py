@@ -14,8 +14,12 @@ Rows (per size):
                jax.nn.sigmoid (the fast path before the speed work)
   limits       (--limits) the two XLA building blocks alone on one device: the batched K=16
                recurrent matmul and the gates (5 transcendentals per state element)
-The roofline row: a large jitted f32 matmul (FLOP/s) and a large copy (bytes read + written
-per second); a connection tick needs ≈2.3 kFLOP and 256 B of state traffic.
+The roofline row: a large jitted f32 matmul (FLOP/s), a large copy (bytes read + written per
+second) and tanh on data in cache (elements/s), each on all local devices; a connection tick
+needs ≈2.3 kFLOP, 256 B of state traffic and 80 transcendentals (per state unit: three sigmoid
+gates written as tanh, tanh(g), tanh(c)). Matmul and tanh share the cores' vector units, so
+their times add; memory traffic may overlap them: limit = 1 / max(B/bandwidth, FLOP/matmul
+rate + 80/tanh rate). The matmul-and-copy-only limit of earlier versions is printed beside it.
 
 Compile time is excluded from the rates (first call minus the best later call) and printed
 apart. Rates are the best of ``--repeats`` calls: on a shared machine the best call is the one
@@ -59,6 +63,13 @@ from vsml_es.learners.vsml import VsmlLearner
 from vsml_es.tasks import Task, TaskData, load_task, make_task
 
 BYTES_PER_TICK = 4 * 16 * 4  # h and c read and written, 16 floats each
+TANH_PER_TICK = 5 * 16  # sigmoid(f), sigmoid(i), sigmoid(o) as tanh, tanh(g), tanh(c)
+
+
+def tick_limit(model: ModelConfig, flops: float, bandwidth: float, tanh: float) -> float:
+    """Connection ticks/s at best: compute (matmul, then tanh) in series, memory overlapped."""
+    compute_s = flop_per_tick(model) / flops + TANH_PER_TICK * model.state_size / 16 / tanh
+    return 1 / max(BYTES_PER_TICK / bandwidth, compute_s)
 
 
 def flop_per_tick(model: ModelConfig) -> int:
@@ -194,8 +205,9 @@ def timed(fn: Callable, args: tuple, repeats: int) -> tuple[float, float]:
     return first, best
 
 
-def roofline(quick: bool, repeats: int) -> tuple[float, float]:
-    """(FLOP/s of a large f32 matmul, bytes/s of a large in-place scaling, reads + writes).
+def roofline(quick: bool, repeats: int) -> tuple[float, float, float]:
+    """(FLOP/s of a large f32 matmul, bytes/s of a large in-place scaling, reads + writes,
+    tanh elements/s on data in cache).
 
     The copy runs on all local devices at once (each scales its shard) and in place
     (donated), so it measures the memory system, not page faults of a fresh output buffer.
@@ -214,26 +226,49 @@ def roofline(quick: bool, repeats: int) -> tuple[float, float]:
         start = time.perf_counter()
         x = scale(x).block_until_ready()
         best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / t_mm, 2 * x.nbytes / best
+    return 2 * n**3 / t_mm, 2 * x.nbytes / best, tanh_rate(repeats)
 
 
-def best_roofline(quick: bool, repeats: int) -> tuple[float, float]:
+def tanh_rate(repeats: int, rounds: int = 64) -> float:
+    """Elements/s of jnp.tanh on all local devices: the best of a chain of tanh per element
+    and five independent tanh per element (as in the gates), on 64 kB to 1 MB per device
+    (in cache), ``rounds`` times in one call so that dispatch does not count."""
+    devices = jax.local_devices()
+    sharding = NamedSharding(Mesh(np.asarray(devices), ("d",)), PartitionSpec("d"))
+
+    def five(y: jax.Array) -> jax.Array:
+        return 0.6 * sum(jnp.tanh(y * (0.7 + 0.1 * k) + 0.1 * k) for k in range(5))
+
+    rates = []
+    for per_device in (2**14, 2**16, 2**18):
+        x = jax.device_put(np.linspace(-3, 3, len(devices) * per_device, dtype=np.float32)
+                           .reshape(len(devices), per_device), sharding)
+        for body, count in ((lambda y: jnp.tanh(y) * 2.5, 1), (five, 5)):
+            fn = jax.jit(lambda v, body=body: jax.lax.fori_loop(0, rounds, lambda _, y: body(y),
+                                                               v))
+            _, best = timed(fn, (x,), repeats + 4)
+            rates.append(count * x.size * rounds / best)
+    return max(rates)
+
+
+def best_roofline(quick: bool, repeats: int) -> tuple[float, float, float]:
     """The roofline as the best of this process and a child with XLA's default vector width.
 
     vsml_es asks XLA:CPU for 512-bit vectors on AVX-512 machines (vsml_es/host_devices.py);
     that helps the VSML fusions but may slow the large matmul, and the limit must not drop
     with a setting chosen for our own code.
     """
-    flops, bandwidth = roofline(quick, repeats)
+    flops, bandwidth, tanh = roofline(quick, repeats)
     flags = os.environ.get("XLA_FLAGS", "")
     if "--xla_cpu_prefer_vector_width=512" not in flags:
-        return flops, bandwidth
+        return flops, bandwidth, tanh
     env = {**os.environ, "XLA_FLAGS": flags.replace("--xla_cpu_prefer_vector_width=512",
                                                     "--xla_cpu_prefer_vector_width=256")}
     argv = [sys.executable, __file__, "--_roofline", str(int(quick)), str(repeats)]
     child = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
     other = json.loads(child.stdout.strip().splitlines()[-1])
-    return max(flops, other["flops"]), max(bandwidth, other["bandwidth"])
+    return (max(flops, other["flops"]), max(bandwidth, other["bandwidth"]),
+            max(tanh, other["tanh"]))
 
 
 def rate(ticks: int, seconds: float) -> str:
@@ -384,8 +419,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--_roofline", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._roofline:
-        flops, bandwidth = roofline(bool(args._roofline[0]), args._roofline[1])
-        print(json.dumps({"flops": flops, "bandwidth": bandwidth}))
+        flops, bandwidth, tanh = roofline(bool(args._roofline[0]), args._roofline[1])
+        print(json.dumps({"flops": flops, "bandwidth": bandwidth, "tanh": tanh}))
         return
     if args._rss:
         _rss_child(args._rss[0], int(args._rss[1]))
@@ -406,11 +441,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s), "
           f"JAX {jax.__version__} on {devices[0].platform}: {len(devices)} local device(s) "
           f"({devices[0].device_kind}); load average {load_before:.1f} at start")
-    flops, bandwidth = best_roofline(args.quick, args.repeats)
-    limit = min(flops / flop_per_tick(model), bandwidth / BYTES_PER_TICK)
+    flops, bandwidth, tanh = best_roofline(args.quick, args.repeats)
+    old_limit = min(flops / flop_per_tick(model), bandwidth / BYTES_PER_TICK)
+    limit = tick_limit(model, flops, bandwidth, tanh)
     print(f"roofline: matmul {flops / 1e9:.0f} GFLOP/s, copy {bandwidth / 1e9:.1f} GB/s "
-          f"(read + write) -> {limit / 1e6:.0f} M connection ticks/s "
-          f"({flop_per_tick(model)} FLOP, {BYTES_PER_TICK} B per tick)")
+          f"(read + write), tanh {tanh / 1e9:.2f} G elements/s -> {limit / 1e6:.1f} M "
+          f"connection ticks/s ({flop_per_tick(model)} FLOP, {BYTES_PER_TICK} B, "
+          f"{TANH_PER_TICK} tanh per tick; matmul {flop_per_tick(model) / flops * 1e9:.1f} ns "
+          f"+ tanh {TANH_PER_TICK / tanh * 1e9:.1f} ns per tick); matmul and copy alone "
+          f"would say {old_limit / 1e6:.0f} M")
     for size in sizes:
         bench_size(size, args, limit)
     print(f"\nbest of {args.repeats} call(s) per row; load average {os.getloadavg()[0]:.1f} at "

@@ -213,8 +213,10 @@ def test_sigkill_of_a_worker_mid_generation_changes_nothing(
     cluster: str, reference: dict[str, np.ndarray], tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    # The re-send path alone: a backup copy (tests/test_scale.py) could otherwise answer for
+    # the killed worker before Ray reports its death.
     config = load_experiment(EXPERIMENT, [*TINY, f"distributed.address={cluster}",
-                                      "distributed.workers=2"])
+                                      "distributed.workers=2", "distributed.backup_after=0"])
     with distributed.ray_session(config.distributed):
         spec, data = build_eval_spec(config)
         evaluator = _KillOnce(spec, data, config.distributed)
@@ -268,7 +270,7 @@ def test_embedded_default_listens_on_loopback_only_and_leaves_nothing_behind(
     reference: dict[str, np.ndarray], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     seen: list[tuple[str, int, str]] = []
-    evaluate = RayEvaluator.evaluate
+    evaluate = RayEvaluator._run  # behind evaluate and evaluate_asked alike
 
     def spy(self: RayEvaluator, *args: object) -> object:
         if not seen:  # while Ray and its workers are up: every listener of this process tree
@@ -276,7 +278,7 @@ def test_embedded_default_listens_on_loopback_only_and_leaves_nothing_behind(
             seen.extend(listeners({me.pid, *(p.pid for p in me.children(recursive=True))}))
         return evaluate(self, *args)
 
-    monkeypatch.setattr(RayEvaluator, "evaluate", spy)
+    monkeypatch.setattr(RayEvaluator, "_run", spy)
     assert train(tmp_path) == 0  # no --ray-address, no --workers: the embedded Ray
     assert seen, "found no listening socket of the embedded Ray"
     assert {ip for ip, _, _ in seen} <= LOOPBACK, seen

@@ -21,8 +21,15 @@ import yaml
 from vsml_es import streams
 from vsml_es.config import Config, config_to_dict
 from vsml_es.errors import CheckpointError, Report, ResumeError
-from vsml_es.es import Strategy, build_strategy, sanitize_fitness
-from vsml_es.evaluator import EvalSpec, Evaluator, LocalEvaluator, build_eval_spec
+from vsml_es.es import Strategy, build_strategy, sanitize_fitness, strongly_typed
+from vsml_es.evaluator import (
+    AskRecipe,
+    EvalSpec,
+    Evaluation,
+    Evaluator,
+    LocalEvaluator,
+    build_eval_spec,
+)
 from vsml_es.imitation import Imitation, build_imitation
 from vsml_es.learners import Params
 from vsml_es.metrics import MetricsLog
@@ -82,7 +89,7 @@ class Trainer:
 
     def initial_state(self) -> TrainState:
         es = self.strategy
-        es_state = es.algorithm.init(self._es_root, self.template, es.params)
+        es_state = strongly_typed(es.algorithm.init(self._es_root, self.template, es.params))
         return TrainState(generation=0, es_state=es_state)
 
     def mean_params(self, state: TrainState) -> Params:
@@ -90,7 +97,7 @@ class Trainer:
 
     def restore(self, checkpoint: Checkpoint) -> TrainState:
         """Continue exactly where ``checkpoint`` stopped: ES state, ES params, RNG key."""
-        es_state = checkpoint.es_state(self.initial_state().es_state)
+        es_state = strongly_typed(checkpoint.es_state(self.initial_state().es_state))
         self.strategy.params = checkpoint.es_params(self.strategy.params)
         saved_key = jax.random.key_data(checkpoint.rng_key())
         if not np.array_equal(saved_key, jax.random.key_data(self._es_root)):
@@ -155,9 +162,11 @@ class Trainer:
         k_ask, k_tell = jax.random.split(jax.random.fold_in(self._es_root, g))
         start = time.perf_counter()
         population, es_state = es.algorithm.ask(k_ask, state.es_state, es.params)
-        result = self.evaluator.evaluate(population, g, self.episode_ids)
+        result = self._evaluate(AskRecipe(es.algorithm, k_ask, state.es_state, es.params),
+                                population, g)
         fitness, nonfinite = sanitize_fitness(result.fitness)
         es_state, _ = es.algorithm.tell(k_tell, population, fitness, es_state, es.params)
+        es_state = strongly_typed(es_state)  # tell may return weak scalars: one compile only
         mean_flat = es_state.mean if hasattr(es_state, "mean") else None
         row = {
             "generation": g,
@@ -178,6 +187,13 @@ class Trainer:
                 file=sys.stderr,
             )
         return TrainState(g + 1, es_state), row
+
+    def _evaluate(self, recipe: AskRecipe, population: Any, generation: int) -> Evaluation:
+        """With the recipe where the evaluator can use it (workers redraw the members)."""
+        asked = getattr(self.evaluator, "evaluate_asked", None)
+        if asked is not None:
+            return asked(recipe, population, generation, self.episode_ids)
+        return self.evaluator.evaluate(population, generation, self.episode_ids)
 
     def _imitation_step(self, state: TrainState) -> tuple[TrainState, dict[str, Any]]:
         """One Adam step of ``training.method: imitation`` (fitness = imitation loss)."""

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from vsml_es.config import DistributedConfig
-from vsml_es.distributed import transfer
 from vsml_es.distributed.session import _resources, _summary, resolve_workers
 from vsml_es.distributed.shards import plan_shards
+from vsml_es.distributed.transfer import Choice, choose, digest, nbytes, wire_nbytes
 from vsml_es.distributed.worker import ShardWorker
 from vsml_es.errors import ClusterError, Report, WorkerError
 from vsml_es.evaluator import AskRecipe, EvalSpec, Evaluation, slice_members
@@ -126,7 +126,7 @@ class RayEvaluator:
         slowdown = dict(slowdown or {})
         self.slots = [self._start(self._actor_cls.remote(spec, slowdown.get(i, 1.0)))
                       for i in range(self.workers)]
-        self.transfer: transfer.Choice | None = None  # decided at the first recipe
+        self.transfer: Choice | None = None  # decided at the first recipe
         # (algorithm, its Drawer or None, the Drawer's ObjectRef), for the recipe transfer
         self._drawer: tuple[Any, Any, Any] | None = None
         self._stale: dict[Any, _Sent] = {}  # losing copies still running on their actors
@@ -221,7 +221,7 @@ class RayEvaluator:
     def _decide(self, recipe: AskRecipe, population: Any, shards: int) -> None:
         import ray
 
-        self.transfer, drawer = transfer.choose(self.dist.transfer, recipe, population, shards)
+        self.transfer, drawer = choose(self.dist.transfer, recipe, population, shards)
         self._drawer = (recipe.algorithm, drawer, ray.put(drawer) if drawer else None)
         for slot in self.slots:
             slot.verified = False
@@ -246,7 +246,7 @@ class RayEvaluator:
         )
         if recipe is not None and self.transfer is not None and self.transfer.mode == "recipe":
             wire = self._drawer[1].wire(recipe)
-            gen.recipe, gen.recipe_nbytes = ray.put(wire), transfer.wire_nbytes(wire)
+            gen.recipe, gen.recipe_nbytes = ray.put(wire), wire_nbytes(wire)
         self.peak_in_flight = 0
         self._sent_to: dict[int, int] = {}  # bytes to each slot this generation
         while gen.todo or gen.sent:
@@ -292,7 +292,7 @@ class RayEvaluator:
         verify = None
         if gen.recipe is not None:
             check = self._verify and not slot.verified
-            verify = transfer.digest(slice_members(gen.members(), members)) if check else None
+            verify = digest(slice_members(gen.members(), members)) if check else None
             ref = slot.handle.evaluate_recipe.remote(
                 [self._data_ref], [self._drawer[2]], gen.recipe, members, gen.generation, ids,
                 check)
@@ -300,7 +300,7 @@ class RayEvaluator:
         else:
             payload = slice_members(gen.members(), members)
             ref = slot.handle.evaluate.remote([self._data_ref], payload, gen.generation, ids)
-            size = transfer.nbytes(payload) + ids.nbytes
+            size = nbytes(payload) + ids.nbytes
         slot.state = "busy"
         gen.sent[ref] = _Sent(shard, slot_index, time.monotonic(), backup=backup, verify=verify)
         gen.last_slot[shard] = slot_index
@@ -349,10 +349,7 @@ class RayEvaluator:
         try:
             answer = ray.get(ref)
         except ray.exceptions.RayError as err:
-            if gen.copies(sent.shard):  # another copy may still answer: no re-send yet
-                self._restart_wait(slot)
-            else:
-                self._retry(gen, sent, slot, err)
+            self._retry(gen, sent, slot, err)  # even with a backup copy running: bounded
             return
         slot.state = "idle"
         fitness, accuracy = answer[0], answer[1]
@@ -385,7 +382,7 @@ class RayEvaluator:
     def _recipe_mismatch(self, gen: _Generation, sent: _Sent, slot: _Slot) -> None:
         """A worker redrew other bits than the driver drew: send members from now on."""
         where = f"worker pid {slot.info.get('pid', '?')} on {slot.info.get('node', '?')}"
-        self.transfer = transfer.Choice("members", f"{where} redrew members that differ from "
+        self.transfer = Choice("members", f"{where} redrew members that differ from "
                                         "the driver's (another CPU type or JAX build?)")
         self._log(f"warning: population transfer: members ({self.transfer.reason})")
         gen.recipe = None
