@@ -17,7 +17,7 @@ from vsml_es import run
 from vsml_es.episodes import learner_episode
 from vsml_es.errors import ConfigError, DatasetError
 from vsml_es.experiment import load_experiment
-from vsml_es.imitation import build_imitation, imitation_episode
+from vsml_es.imitation import build_imitation, imitation_episode, imitation_target
 from vsml_es.learners import build_learner
 from vsml_es.learners.gradient import GradientLearner
 from vsml_es.storage.params import load_params
@@ -28,6 +28,10 @@ QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.y
 IMITATION = ["training.method=imitation", "training.population_size=4",
              "training.learning_rate=0.02", "training.imitation_learning_rate=8",
              "task.episode_length=16"]
+
+# Deep imitation (paper section 4.1, deep case): VSML with one hidden layer of 8 imitates online
+# SGD on the sgd_mlp baseline's MLP of the same width.
+DEEP = ["training.imitation_target=sgd_mlp", "model.hidden_layers=[8]", "metatest.mlp_hidden=8"]
 
 
 def _metrics(run_dir: Path) -> list[dict]:
@@ -45,6 +49,26 @@ def test_imitation_loss_is_zero_for_the_imitated_optimizer_itself():
     params = vsml.init_params(jax.random.key(0), task.num_features, task.num_outputs)
     loss, _ = imitation_episode(vsml, params, sgd, lr, jax.random.key(3), data, task)
     assert float(loss) > 0.01  # random VSML does not already behave like SGD
+
+
+@pytest.mark.parametrize("kind", ["logits", "kl"])
+def test_mlp_target_is_the_mlp_baseline_and_imitating_itself_costs_nothing(kind):
+    config = load_experiment(QUICKSTART, ["task.episode_length=12", "training.method=imitation",
+                                          *DEEP])
+    task, data = build_task(config.task)
+    vsml = build_learner("vsml", config)
+    target = imitation_target("sgd_mlp", vsml)
+    assert target == build_learner("sgd_mlp", config) == GradientLearner("sgd", 8)
+    lr = {"learning_rate": np.float32(0.1)}
+    loss, _ = imitation_episode(target, lr, target, lr, jax.random.key(3), data, task, kind)
+    assert float(loss) == 0.0
+    # ... but not the linear SGD: the hidden layer changes what the MLP predicts.
+    linear, _ = imitation_episode(GradientLearner("sgd"), lr, target, lr, jax.random.key(3),
+                                  data, task, kind)
+    assert float(linear) > 1e-4
+    params = vsml.init_params(jax.random.key(0), task.num_features, task.num_outputs)
+    loss, _ = imitation_episode(vsml, params, target, lr, jax.random.key(3), data, task, kind)
+    assert float(loss) > 1e-3  # random deep VSML does not already behave like the MLP
 
 
 @pytest.mark.parametrize("kind", ["logits", "kl"])
@@ -71,10 +95,20 @@ def test_imitation_training_lowers_the_imitation_loss(tmp_path, tiny_overrides):
     assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:10]), losses
 
 
-@pytest.mark.parametrize("horizon", [0, 48])
-def test_imitation_resumes_bit_exactly(tmp_path, tiny_overrides, horizon):
-    """Carried episodes (horizon 48 = 3 unrolls of 16) are part of the checkpoint too."""
-    overrides = [*tiny_overrides, *IMITATION, f"training.imitation_horizon={horizon}",
+def test_deep_imitation_training_lowers_the_imitation_loss(tmp_path, tiny_overrides):
+    config = load_experiment(QUICKSTART, [*tiny_overrides, *IMITATION, *DEEP,
+                                          "training.generations=40", "logging.log_every=1"])
+    run.start_training(config, tmp_path / "run", metatest=False, log=lambda message: None)
+    losses = [row["fitness_mean"] for row in _metrics(tmp_path / "run")]
+    assert len(losses) == 40
+    assert np.mean(losses[-8:]) < 0.7 * np.mean(losses[:8]), losses
+
+
+@pytest.mark.parametrize("horizon,target", [(0, []), (48, []), (48, DEEP)])
+def test_imitation_resumes_bit_exactly(tmp_path, tiny_overrides, horizon, target):
+    """Carried episodes (horizon 48 = 3 unrolls of 16) are part of the checkpoint too, the
+    MLP target's weights and optimizer state among them."""
+    overrides = [*tiny_overrides, *IMITATION, *target, f"training.imitation_horizon={horizon}",
                  "training.generations=6", "checkpoint.every=3"]
     config = load_experiment(QUICKSTART, overrides)
     straight = Trainer(config, tmp_path / "straight")
@@ -127,6 +161,31 @@ def test_bad_method_settings_fail_before_work(tmp_path, tiny_overrides):
     task, _ = build_task(small.task)
     assert build_imitation(small.training, build_learner("vsml", small),
                            task).target_learning_rate == 8 / 64
+
+
+def test_mlp_target_needs_vsml_with_the_same_hidden_layer(tiny_overrides):
+    """Before any work: the MLP target is the sgd_mlp/adam_mlp baseline (metatest.mlp_hidden
+    wide), so VSML must have exactly that one hidden layer; ES runs ignore the key."""
+    base = [*tiny_overrides, *IMITATION]
+    for target in ("sgd_mlp", "adam_mlp"):
+        for hidden, width in (("[]", 160), ("[8]", 160), ("[8, 8]", 8), ("[16]", 8)):
+            with pytest.raises(ConfigError, match=rf"hidden_layers: \[{width}\]"):
+                load_experiment(QUICKSTART, [*base, f"training.imitation_target={target}",
+                                             f"model.hidden_layers={hidden}",
+                                             f"metatest.mlp_hidden={width}"])
+        load_experiment(QUICKSTART, [*base, f"training.imitation_target={target}",
+                                     "model.hidden_layers=[8]", "metatest.mlp_hidden=8"])
+    with pytest.raises(ConfigError, match="valid values: sgd, adam, sgd_mlp, adam_mlp"):
+        load_experiment(QUICKSTART, [*base, "training.imitation_target=rmsprop_mlp"])
+    load_experiment(QUICKSTART, [*tiny_overrides, "training.imitation_target=sgd_mlp"])  # es
+    # A deep VSML may still imitate a linear optimizer (as before this target existed).
+    load_experiment(QUICKSTART, [*base, "model.hidden_layers=[8]"])
+    proc = subprocess.run(
+        [sys.executable, "-m", "vsml_es.cli", "config", str(QUICKSTART), "--set",
+         "training.method=imitation", "--set", "training.imitation_target=sgd_mlp"],
+        capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert "model.hidden_layers: [160]" in proc.stderr
 
 
 def test_metatest_at_a_datasets_own_size(tmp_path, tiny_overrides):

@@ -121,9 +121,15 @@ class TrainingConfig:
     # inner loop, making the learner's online logits follow imitation_target's on the same
     # streams (paper section 4.1); population_size episodes per step, generations steps.
     method: str = "es"
-    imitation_target: str = "sgd"  # sgd | adam: online optimizer on a linear model
+    # sgd | adam: online optimizer on a linear model; sgd_mlp | adam_mlp: on an MLP with one
+    # hidden ReLU layer of metatest.mlp_hidden units (the sgd_mlp/adam_mlp baselines), which
+    # needs model.hidden_layers: [metatest.mlp_hidden] (VSML imitates backprop on the same
+    # network it is, paper section 4.1, deep case).
+    imitation_target: str = "sgd"
     # The target's learning rate times the input size: its step moves the logits by the same
     # amount at any input size, as VSML's mean over connections does (lr = this / features).
+    # The same for an MLP target: its first layer's step then moves each hidden unit as much
+    # at any input size (its output layer's step grows with the hidden width instead).
     imitation_learning_rate: float = 32.0
     # 0: every step imitates on fresh task.episode_length-step episodes. H > 0: episodes of H
     # steps, task.episode_length of them per step with the states carried from the step
@@ -737,13 +743,24 @@ def check_values(config: Config) -> None:
             f"Config key 'training.imitation_horizon' ({tr.imitation_horizon}) must be 0 or a "
             f"positive multiple of task.episode_length ({t.episode_length}), the unroll per step."
         )
+    if (tr.method == "imitation" and tr.imitation_target in ("sgd_mlp", "adam_mlp")
+            and m.hidden_layers != (mt.mlp_hidden,)):
+        raise ConfigError(
+            f"Config key 'training.imitation_target' is '{tr.imitation_target}': online "
+            f"{'SGD' if tr.imitation_target == 'sgd_mlp' else 'Adam'} on an MLP with one "
+            f"hidden layer of metatest.mlp_hidden ({mt.mlp_hidden}) units, so VSML needs that "
+            f"same hidden layer "
+            f"(model.hidden_layers: [{mt.mlp_hidden}]), got model.hidden_layers: "
+            f"{list(m.hidden_layers)}. Set both to the same single width."
+        )
     if t.num_classes < 2:
         raise ConfigError(f"Config key 'task.num_classes' must be at least 2, got {t.num_classes}.")
     choices = {
         "task.fitness": (t.fitness, ("mean_loss", "last_loss")),
         "training.optimizer": (tr.optimizer, ("adam", "sgd")),
         "training.method": (tr.method, ("es", "imitation")),
-        "training.imitation_target": (tr.imitation_target, ("sgd", "adam")),
+        "training.imitation_target": (tr.imitation_target,
+                                       ("sgd", "adam", "sgd_mlp", "adam_mlp")),
         "training.imitation_loss": (tr.imitation_loss, ("logits", "kl")),
     }
     for path, (value, valid) in choices.items():

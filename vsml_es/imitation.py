@@ -1,9 +1,10 @@
 """Meta-training by imitation (paper section 4.1): gradients through the unrolled inner loop.
 
 The learner runs online on a stream beside a hand-designed optimizer (online SGD or Adam on a
-linear model, starting from zero weights) that sees the same examples; the meta-loss is the
-squared difference of their centred logits at every step. A learner that imitates well keeps
-learning the way the optimizer does, on any stream, which ES on short episodes does not give.
+linear model starting from zero weights, or on an MLP with VSML's hidden layer: the deep case)
+that sees the same examples; the meta-loss compares their predictions at every step. A
+learner that imitates well keeps learning the way the optimizer does, on any stream, which ES
+on short episodes does not give.
 Its result can be meta-tested as it is or refine an ES run (``training.init_params``).
 
 The state is the ES-state slot of a run (parameters and Adam moments), so checkpoints, resume
@@ -25,6 +26,7 @@ from vsml_es.config import TrainingConfig
 from vsml_es.episodes import episode_keys
 from vsml_es.learners.base import Learner, Params, StepFn
 from vsml_es.learners.gradient import GradientLearner
+from vsml_es.learners.vsml import VsmlLearner
 from vsml_es.tasks import Data, EpisodeSource
 
 GRADIENT_CLIP = 1.0  # global-norm clip: BPTT through hundreds of LSTM ticks can spike
@@ -199,11 +201,26 @@ def _update(method: Imitation, state: dict[str, Any], generation: jax.Array,
     return new, loss, acc
 
 
+def imitation_target(name: str, learner: Learner) -> GradientLearner:
+    """The optimizer ``training.imitation_target`` names, as the baseline learner of that name.
+
+    An MLP target (``sgd_mlp``, ``adam_mlp``) gets VSML's hidden layer width, which the config
+    checks equal ``metatest.mlp_hidden``: the baseline meta-tested beside VSML under that name
+    is then the very network it imitated.
+    """
+    optimizer, _, mlp = name.partition("_")
+    if not mlp:
+        return GradientLearner(optimizer)
+    if not isinstance(learner, VsmlLearner) or len(learner.model.hidden_layers) != 1:
+        raise ValueError(f"imitation target '{name}' needs VSML with one hidden layer")
+    return GradientLearner(optimizer, learner.model.hidden_layers[0])
+
+
 def build_imitation(training: TrainingConfig, learner: Learner,
                     task: EpisodeSource) -> Imitation:
     return Imitation(
         learner=learner,
-        target=GradientLearner(training.imitation_target),
+        target=imitation_target(training.imitation_target, learner),
         target_learning_rate=training.imitation_learning_rate / task.num_features,
         learning_rate=training.learning_rate,
         population_size=training.population_size,
