@@ -99,3 +99,25 @@ def test_logits_are_bounded() -> None:
     net = vsml.init_net_state(jax.random.key(2), model, sizes)
     _, logits = vsml.learn_step(params, net, jnp.full((4,), 100.0), jnp.int32(0), model)
     assert float(jnp.abs(logits).max()) <= 3.0
+
+
+@pytest.mark.parametrize("layer_norm,masked", [(True, False), (False, True), (True, True)])
+def test_layer_fast_path_matches_reference_with_options(layer_norm: bool, masked: bool) -> None:
+    """Message LayerNorm (per connection, before the mean) and the live-output mask of the
+    backward mean (task.per_dataset_outputs) agree between the two formulations."""
+    model = ModelConfig(layer_norm=layer_norm)
+    params = random_params(jax.random.key(0), model)
+    (state,) = vsml.init_layer_states(jax.random.key(1), model, [(5, 6)])
+    state = vsml.LayerState(state.h + 0.5 * jax.random.normal(jax.random.key(4), state.h.shape),
+                            state.c)
+    fwd = jax.random.normal(jax.random.key(2), (5, model.message_size))
+    bwd = jax.random.normal(jax.random.key(3), (6, model.message_size))
+    mask = vsml.output_mask(jnp.int32(4), 6) if masked else None
+    fast = vsml.layer_ticks(params, state, fwd, bwd, model.micro_ticks, mask)
+    slow = reference.layer_ticks_reference(params, state, fwd, bwd, model.micro_ticks, mask)
+    for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(slow), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+    plain = vsml.layer_ticks(params, state, fwd, bwd, model.micro_ticks)
+    if masked:  # the mask changes the backward message, nothing else
+        assert np.abs(plain[2] - fast[2]).max() > 1e-3
+        np.testing.assert_array_equal(plain[1], fast[1])

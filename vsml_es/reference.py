@@ -13,7 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from vsml_es.vsml import PRECISION, LayerState, Params, lstm_cell
+from vsml_es.vsml import PRECISION, LayerState, Params, layer_norm, lstm_cell
 
 
 def connection_tick(
@@ -25,7 +25,8 @@ def connection_tick(
 
 
 def layer_ticks_reference(
-    params: Params, state: LayerState, fwd_in: jax.Array, bwd_in: jax.Array, ticks: int
+    params: Params, state: LayerState, fwd_in: jax.Array, bwd_in: jax.Array, ticks: int,
+    out_mask: jax.Array | None = None,
 ) -> tuple[LayerState, jax.Array, jax.Array]:
     over_b = jax.vmap(connection_tick, in_axes=(None, 0, 0, None, 0))  # one input a, all b
     over_ab = jax.vmap(over_b, in_axes=(None, 0, 0, 0, None))
@@ -34,4 +35,10 @@ def layer_ticks_reference(
         h, c = over_ab(params, h, c, fwd_in, bwd_in)
     fwd_ab = jnp.matmul(h, params["fwd_w"], precision=PRECISION) + params["fwd_b"]  # per (a, b)
     bwd_ab = jnp.matmul(h, params["bwd_w"], precision=PRECISION) + params["bwd_b"]
+    if "fwd_ln_scale" in params:  # model.layer_norm: each connection's message, then the mean
+        fwd_ab = layer_norm(fwd_ab, params["fwd_ln_scale"], params["fwd_ln_offset"])
+        bwd_ab = layer_norm(bwd_ab, params["bwd_ln_scale"], params["bwd_ln_offset"])
+    if out_mask is not None:  # the backward message averages over the live outputs only
+        bwd = jnp.sum(bwd_ab * out_mask[None, :, None], axis=1) / out_mask.sum()
+        return LayerState(h, c), fwd_ab.mean(axis=0), bwd
     return LayerState(h, c), fwd_ab.mean(axis=0), bwd_ab.mean(axis=1)
