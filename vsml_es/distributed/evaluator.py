@@ -232,8 +232,11 @@ class RayEvaluator:
         import ray
 
         ids = np.asarray(episode_ids, dtype=np.int32)
+        # One shard per actor that can start now: an actor still busy with the losing copy of
+        # an earlier straggler's shard gets none (fitness does not depend on the plan).
+        free = sum(s.state in ("idle", "starting") for s in self.slots)
         live = sum(s.state != "dead" for s in self.slots)
-        shards = plan_shards(ids, live, self.spec.chunk)
+        shards = plan_shards(ids, free or live, self.spec.chunk)
         gen = _Generation(
             shards=shards,
             population=population,
