@@ -126,7 +126,7 @@ def run_case(evaluator: Any, template: Any, workers: int, population: int,
     identical = True
     for g in range(generations + 1):  # generation 0: compile and first contact
         if case == "worker killed" and g == 2:
-            pid = evaluator.slots[-1].info["pid"]
+            pid = evaluator.slots[0].info["pid"]  # sent its shard first: killed mid-shard
             threading.Timer(ideal / 2, os.kill, (pid, signal.SIGKILL)).start()
         before = evaluator.bytes_sent
         start = time.perf_counter()

@@ -339,7 +339,7 @@ class RayEvaluator:
             return POLL_S
         now = time.monotonic()
         due = [s.started + limit - now for s in gen.sent.values()
-               if len(gen.copies(s.shard)) == 1]
+               if len(gen.copies(s.shard)) == 1 and not s.killed]
         return min([POLL_S, *(max(0.001, d) for d in due)])
 
     # -- answers --------------------------------------------------------------------------------
