@@ -131,6 +131,53 @@ MUTATIONS = [
      "for k, (n_in, n_out) in zip(jax.random.split(key, len(sizes)), sizes, strict=True):",
      "for k, (n_in, n_out) in zip(jax.random.split(jax.random.key(0), len(sizes)), sizes,"
      " strict=True):"),
+    # --- message LayerNorm (model.layer_norm)
+    ("ln-eps", "LayerNorm epsilon 1e-5 -> 1e-3", V,
+     "LAYER_NORM_EPS = 1e-5", "LAYER_NORM_EPS = 1e-3"),
+    ("ln-offset", "LayerNorm offset dropped", V,
+     "(scale * jax.lax.rsqrt(var + LAYER_NORM_EPS)) + offset",
+     "(scale * jax.lax.rsqrt(var + LAYER_NORM_EPS))"),
+    ("ln-uncentred", "LayerNorm variance of x instead of x - mean", V,
+     "var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)",
+     "var = jnp.mean(jnp.square(x), axis=-1, keepdims=True)"),
+    ("ln-swap", "backward message normalized with the forward LayerNorm's scale", V,
+     'bwd_ab = layer_norm(bwd_ab, params["bwd_ln_scale"]',
+     'bwd_ab = layer_norm(bwd_ab, params["fwd_ln_scale"]'),
+    ("ln-after-mean", "LayerNorm on the averaged message instead of each connection's", V,
+     '    fwd_ab = layer_norm(fwd_ab, params["fwd_ln_scale"], params["fwd_ln_offset"])\n',
+     '    fwd_ab = layer_norm(jnp.mean(fwd_ab, axis=1, keepdims=True), params["fwd_ln_scale"],'
+     ' params["fwd_ln_offset"]) + 0 * fwd_ab\n'),
+    # --- layer-wise LSTMs (model.layerwise_lstms)
+    ("layerwise-first", "every layer runs layer 0's LSTM", V,
+     "own = {name: value[layer] for name, value in own.items()}",
+     "own = {name: value[0] for name, value in own.items()}"),
+    ("layerwise-reversed", "layers run their LSTMs in reverse order", V,
+     "own = {name: value[layer] for name, value in own.items()}",
+     "own = {name: value[-1 - layer] for name, value in own.items()}"),
+    # --- separate backward LSTM (model.separate_backward_lstm)
+    ("separate-unused", "backward pass runs the forward LSTM", V,
+     'prefix = BACKWARD_PREFIX if backward and model.separate_backward_lstm else ""',
+     'prefix = ""'),
+    ("separate-everywhere", "forward pass runs the backward LSTM too", V,
+     'prefix = BACKWARD_PREFIX if backward and model.separate_backward_lstm else ""',
+     'prefix = BACKWARD_PREFIX if model.separate_backward_lstm else ""'),
+    # --- per-dataset outputs (task.per_dataset_outputs)
+    ("mask-softmax", "dead outputs kept in the error's softmax", V,
+     "    if mask is None:\n        return jax.nn.softmax(logits)\n",
+     "    if True:\n        return jax.nn.softmax(logits)\n"),
+    ("mask-bwd-mean", "backward message averaged over all outputs, dead ones too", V,
+     "    if out_mask is not None:  # mean over the live outputs b only",
+     "    if False:  # mean over the live outputs b only"),
+    ("mask-bwd-sum", "backward message summed over the live outputs", V,
+     'jnp.einsum("sba,b->as", h, out_mask, precision=PRECISION) / out_mask.sum()',
+     'jnp.einsum("sba,b->as", h, out_mask, precision=PRECISION)'),
+    ("mask-bwd-mean-ln", "with LayerNorm, backward message averaged over all outputs", V,
+     "    if out_mask is None:\n        return jnp.mean(fwd_ab, axis=1)",
+     "    if True:\n        return jnp.mean(fwd_ab, axis=1)"),
+    ("mask-off-by-one", "one dead output counted as live", V,
+     "(jnp.arange(num_outputs) < live)", "(jnp.arange(num_outputs) <= live)"),
+    ("mask-loss", "online loss and argmax over all outputs, dead ones too", E,
+     "    if live is None:\n        return logits\n", "    if True:\n        return logits\n"),
 ]
 
 
@@ -138,7 +185,9 @@ def short(test: str) -> str:
     """test_full_episode_matches_oracle[deep-bwd-label] -> episode[deep-bwd-label]."""
     return (test.replace("test_full_episode_matches_oracle", "episode")
             .replace("test_bounded_logits_match_oracle", "bounded_logits")
-            .replace("test_initial_states_follow_official_init", "initial_states"))
+            .replace("test_initial_states_follow_official_init", "initial_states")
+            .replace("test_option_episode_matches_oracle", "options")
+            .replace("test_masked_outputs_match_oracle_of_dataset_width", "masked"))
 
 
 def run(root: Path, ids: set[str]) -> list[tuple[str, str, str]]:
