@@ -6,6 +6,7 @@ options are checked before any work.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,7 +62,9 @@ def test_workers_redraw_members_from_the_recipe_with_identical_fitness(
 ) -> None:
     config, spec, data = session
     logged: list[str] = []
-    evaluator = distributed.RayEvaluator(spec, data, config.distributed, log=logged.append)
+    # No backup copies here: a losing copy still running would change the next shard plan.
+    no_backups = dataclasses.replace(config.distributed, backup_after=0.0)
+    evaluator = distributed.RayEvaluator(spec, data, no_backups, log=logged.append)
     try:
         trainer = Trainer(config, tmp_path, evaluator, spec, data)
         params = params_of(trainer)

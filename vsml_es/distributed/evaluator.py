@@ -15,7 +15,7 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,6 +88,10 @@ class _Generation:
 
     def copies(self, shard: int) -> list[_Sent]:
         return [s for s in self.sent.values() if s.shard == shard]
+
+    def copy_counts(self) -> Counter[int]:
+        """Copies in flight per shard (one pass: hundreds of workers poll this)."""
+        return Counter(s.shard for s in self.sent.values())
 
 
 class RayEvaluator:
@@ -326,8 +330,8 @@ class RayEvaluator:
         limit = self._backup_after_s(gen)
         if limit is None:
             return None
-        now = time.monotonic()
-        alone = [s for s in gen.sent.values() if len(gen.copies(s.shard)) == 1
+        now, copies = time.monotonic(), gen.copy_counts()
+        alone = [s for s in gen.sent.values() if copies[s.shard] == 1
                  and not s.killed and now - s.started >= limit]
         return min(alone, key=lambda s: s.started).shard if alone else None
 
@@ -337,9 +341,9 @@ class RayEvaluator:
         limit = self._backup_after_s(gen)
         if limit is None or gen.todo or not any(s.state == "idle" for s in self.slots):
             return POLL_S
-        now = time.monotonic()
+        now, copies = time.monotonic(), gen.copy_counts()
         due = [s.started + limit - now for s in gen.sent.values()
-               if len(gen.copies(s.shard)) == 1 and not s.killed]
+               if copies[s.shard] == 1 and not s.killed]
         return min([POLL_S, *(max(0.001, d) for d in due)])
 
     # -- answers --------------------------------------------------------------------------------
