@@ -129,10 +129,14 @@ def test_a_label_seen_once_is_learned_by_sgd_and_never_known_before(introspected
     (["--seed", "-5"], "seeds are between"),
     (["--dataset", "nope:test"], "Unknown dataset 'nope'"),
     (["--dataset", "digits:validation"], "split"),
-    (["--dataset", "fashion_mnist:test"], "is not prepared"),  # the session's empty data dir
+    (["--dataset", "fashion_mnist:test"], "is not prepared"),  # an empty data dir, below
 ])
-def test_bad_inputs_exit_2_before_any_output(introspected, tmp_path, capsys, argv, message):
+def test_bad_inputs_exit_2_before_any_output(introspected, tmp_path, capsys, monkeypatch, argv,
+                                             message):
     run_dir, _ = introspected
+    # Other test files prepare Fashion-MNIST in the session's data dir; this one needs none.
+    (tmp_path / "no-data").mkdir()
+    monkeypatch.setenv("VSML_ES_DATA_DIR", str(tmp_path / "no-data"))
     out = tmp_path / "never"
     base = {"--dataset": "digits:test"}
     base.update(dict(zip(argv[::2], argv[1::2], strict=True)))
