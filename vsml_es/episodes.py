@@ -70,10 +70,12 @@ def run_online(
     return losses, correct
 
 
-def learner_episode(
-    learner: Learner, params: Params, key: jax.Array, data: Data, task: EpisodeSource
-) -> tuple[jax.Array, jax.Array]:
-    """One online episode of ``learner`` with ``params`` on the task's stream for ``key``.
+def start_episode(
+    learner: Learner, params: Params, key: jax.Array, task: EpisodeSource
+) -> tuple[InitFn, StepFn, jax.Array, Any, jax.Array | None]:
+    """(init, step, learner key, episode spec, live outputs) of the episode of ``key``: one
+    place decides how an episode's keys split and who sees masked outputs, so a trace of an
+    episode (``vsml_es.introspect``) is the episode the meta-test scored.
 
     With per-dataset outputs a learner that masks (``Learner.masks_outputs``) gets the live
     output count and the episode's loss and accuracy ignore the dead outputs; any other
@@ -86,6 +88,14 @@ def learner_episode(
         init, step = learner.make(params, task.num_features, task.num_outputs)
     else:
         init, step = learner.make(params, task.num_features, task.num_outputs, live=live)
+    return init, step, k_learner, spec, live
+
+
+def learner_episode(
+    learner: Learner, params: Params, key: jax.Array, data: Data, task: EpisodeSource
+) -> tuple[jax.Array, jax.Array]:
+    """One online episode of ``learner`` with ``params`` on the task's stream for ``key``."""
+    init, step, k_learner, spec, live = start_episode(learner, params, key, task)
     return run_online(init, step, k_learner, spec, data, task, live)
 
 

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vsml_es.config import Config
-from vsml_es.episodes import live_outputs, masked_logits
+from vsml_es.episodes import masked_logits, start_episode
 from vsml_es.errors import Report, report
 from vsml_es.introspect_report import (
     OCCURRENCE_CSV,
@@ -78,13 +78,7 @@ def _rms_per_output(a: jax.Array) -> jax.Array:
 def trace_episode(learner: Learner, params: Params, key: jax.Array, data: Data,
                   task: EpisodeSource) -> Trace:
     """The episode of ``key`` (an evaluation key, as the meta-test draws it), step by step."""
-    k_spec, k_learner = jax.random.split(key)  # as episodes.learner_episode draws it
-    spec = task.episode(k_spec)
-    live = live_outputs(task, spec) if learner.masks_outputs else None
-    if live is None:
-        init, step = learner.make(params, task.num_features, task.num_outputs)
-    else:
-        init, step = learner.make(params, task.num_features, task.num_outputs, live=live)
+    init, step, k_learner, spec, live = start_episode(learner, params, key, task)
 
     def body(state: object, t: jax.Array) -> tuple[object, tuple[jax.Array, ...]]:
         x, y = task.example(data, spec, t)
