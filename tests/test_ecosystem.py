@@ -58,6 +58,12 @@ def test_tensorboard_and_wandb_resume_without_duplicate_steps(tmp_path, monkeypa
 
     monkeypatch.setattr(wandb_run.Run, "log", spy)
     monkeypatch.setenv("WANDB_SILENT", "true")
+    # tensorboardX names event files by the second: freeze its clock so the resume below
+    # always opens its file within the same second as the first session did.
+    import types
+
+    from tensorboardX import event_file_writer
+    monkeypatch.setattr(event_file_writer, "time", types.SimpleNamespace(time=lambda: 1.8e9))
     run_dir = tmp_path / "run"
     tracking = ["logging.tensorboard=true", "logging.wandb={project: vsml-test, mode: offline}"]
     assert cli.main(["train", QUICKSTART, *sets(tracking), "--run-dir", str(run_dir),
@@ -68,6 +74,7 @@ def test_tensorboard_and_wandb_resume_without_duplicate_steps(tmp_path, monkeypa
                      "training.generations=6"]) == 0
     rows = read_metrics(run_dir)
     assert [r["generation"] for r in rows] == list(range(6))
+    assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) == 2
     board = tensorboard_scalars(run_dir / "tensorboard", "fitness/mean")
     assert sorted(board) == list(range(6))  # each generation once, after the purge
     for row in rows:

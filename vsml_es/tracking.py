@@ -81,8 +81,11 @@ class TensorBoard:
             from tensorboardX import SummaryWriter
 
             # purge_step: events at or after the resumed generation came from the abandoned
-            # part of the run.
-            self.writer = SummaryWriter(logdir=str(self.root), purge_step=self.start_generation)
+            # part of the run. The suffix: tensorboardX names files by the second, and a resume
+            # within the same second would truncate the earlier session's file; readers order
+            # files by name, so the suffix sorts sessions of one second by generation.
+            self.writer = SummaryWriter(logdir=str(self.root), purge_step=self.start_generation,
+                                        filename_suffix=f".gen{self.start_generation:010d}")
         for name, value in scalars.items():
             self.writer.add_scalar(name, value, step)
         self.writer.flush()
