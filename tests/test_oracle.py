@@ -1,10 +1,11 @@
 """Whole episodes of the real VSML learner against the independent NumPy oracle (oracle_vsml.py).
 
 The learner runs exactly as ES and the meta-test run it (``VsmlLearner.make`` -> init, step;
-losses from ``episodes.online_episode``). The only thing shared with the oracle is the initial
-state, converted from the fast layout; ``test_initial_states_follow_official_init`` checks that
-state's distribution on its own. Parameters are random, not the initial ones, with the input
-gate opened so that the states (the "weights") move within an episode.
+losses from ``episodes.run_online``, the loop under every online episode). The only thing
+shared with the oracle is the initial state, converted from the fast layout;
+``test_initial_states_follow_official_init`` checks that state's distribution on its own.
+Parameters are random, not the initial ones, with the input gate opened so that the states
+(the "weights") move within an episode.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import oracle_vsml as oracle
 import pytest
 
 from vsml_es.config import ModelConfig
-from vsml_es.episodes import online_episode, run_online
+from vsml_es.episodes import run_online
 from vsml_es.learners.vsml import VsmlLearner
 
 STEPS = 20
@@ -28,7 +29,7 @@ TOL = {"rtol": 1e-5, "atol": 1e-5}
 
 
 class Stream(NamedTuple):
-    """The task interface of ``episodes.online_episode`` on one fixed stream (x_t, y_t)."""
+    """The task interface of ``episodes.run_online`` on one fixed stream (x_t, y_t)."""
 
     episode_length: int
 
@@ -89,18 +90,22 @@ class FastEpisode(NamedTuple):
 
 
 def run_fast(model: ModelConfig, params: dict[str, Any], xs: np.ndarray, ys: np.ndarray,
-             n_out: int, seed: int) -> FastEpisode:
-    """The learner as ES runs it: per-step logits, online losses, first and last states."""
-    init, step = VsmlLearner(model).make(
-        {k: jnp.asarray(v) for k, v in params.items()}, xs.shape[1], n_out
-    )
+             n_out: int, seed: int, live: int | None = None) -> FastEpisode:
+    """The learner as ES runs it: per-step logits, online losses, first and last states.
+    With ``live``, per-dataset outputs: ``n_out`` wide, the first ``live`` used."""
+    live_count = None if live is None else jnp.int32(live)
+    jparams = {k: jnp.asarray(v) for k, v in params.items()}
+    if live_count is None:
+        init, step = VsmlLearner(model).make(jparams, xs.shape[1], n_out)
+    else:
+        init, step = VsmlLearner(model).make(jparams, xs.shape[1], n_out, live=live_count)
     net0 = init(jax.random.key(seed))
 
     @jax.jit
     def episode(net0: Any, xs: jax.Array, ys: jax.Array) -> tuple[Any, ...]:
         final, logits = jax.lax.scan(lambda net, xy: step(net, *xy), net0, (xs, ys))
-        losses, _ = online_episode(lambda _: net0, step, jax.random.key(0), (xs, ys),
-                                   Stream(len(xs)))
+        losses, _ = run_online(lambda _: net0, step, jax.random.key(0), jnp.zeros(()),
+                               (xs, ys), Stream(len(xs)), live_count)
         return logits, losses, final
 
     logits, losses, final = episode(net0, jnp.asarray(xs), jnp.asarray(ys))
@@ -317,30 +322,6 @@ def test_option_episode_matches_oracle(name: str) -> None:
             assert np.abs(off.logits - want.logits).max() > 1e-3, option
 
 
-def run_fast_masked(model: ModelConfig, params: dict[str, Any], xs: np.ndarray,
-                    ys: np.ndarray, n_out: int, live: int, seed: int) -> FastEpisode:
-    """The learner as ES runs it with per-dataset outputs: ``n_out`` wide, ``live`` used."""
-    init, step = VsmlLearner(model).make(
-        {k: jnp.asarray(v) for k, v in params.items()}, xs.shape[1], n_out,
-        live=jnp.int32(live))
-    net0 = init(jax.random.key(seed))
-
-    @jax.jit
-    def episode(net0: Any, xs: jax.Array, ys: jax.Array) -> tuple[Any, ...]:
-        final, logits = jax.lax.scan(lambda net, xy: step(net, *xy), net0, (xs, ys))
-        losses, _ = run_online(lambda _: net0, step, jax.random.key(0), jnp.zeros(()),
-                               (xs, ys), Stream(len(xs)), jnp.int32(live))
-        return logits, losses, final
-
-    logits, losses, final = episode(net0, jnp.asarray(xs), jnp.asarray(ys))
-
-    def layers(net: Any) -> list[tuple[np.ndarray, np.ndarray]]:
-        return [(to_oracle_layout(ls.h), to_oracle_layout(ls.c)) for ls in net.layers]
-
-    return FastEpisode(np.asarray(logits), np.asarray(losses), layers(net0), layers(final),
-                       [np.asarray(p) for p in final.pending])
-
-
 # (hidden, backward_pass, feed_label, layer_norm): the backward mean over live outputs matters
 # only with a hidden layer; with LayerNorm it is taken over normalized messages.
 MASKED_EPISODES = {
@@ -364,7 +345,7 @@ def test_masked_outputs_match_oracle_of_dataset_width(name: str) -> None:
     seed = 60 + sorted(MASKED_EPISODES).index(name)
     params = option_params(seed, model)
     xs, ys = stream(seed + 1, n_in, live)
-    fast = run_fast_masked(model, params, xs, ys, wide, live, seed + 2)
+    fast = run_fast(model, params, xs, ys, wide, seed + 2, live=live)
     narrow = [(h, c) if li < len(hidden) else (h[:, :live], c[:, :live])
               for li, (h, c) in enumerate(fast.initial)]
     want = oracle.run_episode(params, cfg, xs, ys, narrow)
