@@ -16,9 +16,11 @@ from vsml_es.cli import main
 from vsml_es.compare import run_compare
 from vsml_es.experiment import load_experiment
 from vsml_es.metatest import TUNING_SEED_OFFSET, eval_keys, tune_baselines
+from vsml_es.run import evaluate_file
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 QUICKSTART = str(EXPERIMENTS / "quickstart.yaml")
+RESULTS = EXPERIMENTS.parent / "docs" / "results"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -86,6 +88,46 @@ def test_short_compare_run_writes_table_csvs_and_plots(tmp_path, tiny_overrides,
     assert timing["vsml"]["reused"] and timing["fwm"]["reused"]
     assert (mt / "table.md").read_text() == table
     assert [s["acc@10"] for s in summaries] == [float(r["acc@10"]) for r in rows]
+
+
+def test_pretrained_learner_is_meta_tested_as_its_file_says(tmp_path, tiny_overrides):
+    """A learner file joins the table under its label, built from the config it carries (a
+    16-unit VSML here, while this comparison trains a 4-unit one), on the same streams as
+    ``vsml-es evaluate`` gives it."""
+    shipped = RESULTS / "imitation-kl-task3-seed{seed}.vsml"
+    overrides = [*tiny_overrides, "compare.learners=[vsml]", "model.state_size=4",
+                 "metatest.baselines=[]", "metatest.steps=30", "training.seed=1",
+                 f"compare.pretrained={{vsml_imitation: '{shipped}'}}"]
+    config = load_experiment(QUICKSTART, overrides)
+    messages: list[str] = []
+    summaries, timing = run_compare(config, tmp_path / "cmp", log=messages.append)
+    assert [s["method"] for s in summaries] == ["VSML", "vsml_imitation"]
+    assert "vsml_imitation" not in timing  # trained elsewhere: not in this budget
+    assert any("imitation-kl-task3-seed1.vsml" in m for m in messages)  # {seed} -> 1
+    mt = config.metatest
+    file_rows, _ = evaluate_file(RESULTS / "imitation-kl-task3-seed1.vsml", ("digits:test",),
+                                 30, 4, ["metatest.baselines=[]",
+                                         f"metatest.seed={config.metatest.seed}",
+                                         f"metatest.report_steps={list(mt.report_steps)}"],
+                                 tmp_path / "eval")
+    mine, theirs = summaries[1], file_rows[0]
+    steps = [key for key in mine if key.startswith("acc@")]
+    assert steps and [mine[k] for k in steps] == [theirs[k] for k in steps]
+    assert mine["acc@25"] != summaries[0]["acc@25"] or mine["acc@10"] != summaries[0]["acc@10"]
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("{vsml: docs/results/imitation-kl-task3-seed0.vsml}", "has the name of a learner"),
+    ("{mine: 'docs/results/nothing-{seed}.vsml'}", "no file 'docs/results/nothing-0.vsml'"),
+    ("{mine: ' '}", "is empty"),
+    ("{mine: [a, b]}", "expects str"),
+])
+def test_pretrained_learner_errors_before_work(tmp_path, capsys, setting, message):
+    out = tmp_path / "never"
+    assert main(["compare", QUICKSTART, "--out", str(out), "--set",
+                 f"compare.pretrained={setting}"]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_compare_rejects_bad_input_before_work(tmp_path, capsys):

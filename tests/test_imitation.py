@@ -138,6 +138,18 @@ def test_es_starts_from_init_params(tmp_path, tiny_overrides):
     for key, value in saved.items():
         np.testing.assert_array_equal(np.asarray(start[key]), value)
 
+    # The warm start is history once the run exists: with its source file gone, the run still
+    # resumes, and its learner file still meta-tests (the shipped learners name files of the
+    # machine they were trained on).
+    run.start_training(warm, tmp_path / "warm-run", metatest=False, log=lambda message: None)
+    source.unlink()
+    resumed = run.resume_training(tmp_path / "warm-run", overrides=["training.generations=4"],
+                                  metatest=False, log=lambda message: None)
+    assert resumed.generation == 4
+    rows, _ = run.evaluate_file(tmp_path / "warm-run" / "params.npz", steps=12, episodes=2,
+                                overrides=["metatest.baselines=[]"], out=tmp_path / "eval")
+    assert 0.0 <= rows[0]["acc@10"] <= 1.0
+
 
 def test_bad_method_settings_fail_before_work(tmp_path, tiny_overrides):
     with pytest.raises(ConfigError, match="in-process"):

@@ -18,14 +18,17 @@ from typing import Any
 
 from vsml_es.backend import Backend, open_backend
 from vsml_es.config import Config, config_to_dict
+from vsml_es.errors import UserError
 from vsml_es.evaluator import make_eval_spec
-from vsml_es.experiment import experiment_from_dict
-from vsml_es.metatest import meta_learned, run_metatest
+from vsml_es.experiment import experiment_from_dict, learner_file_config
+from vsml_es.learners import build_learner, size_free_names
+from vsml_es.metatest import Contender, meta_learned, run_metatest
 from vsml_es.paths import check_output_dir
 from vsml_es.resources import check_before_work
 from vsml_es.resume import plan_resume
+from vsml_es.storage.learner_file import read_learner_file
 from vsml_es.storage.params import load_params
-from vsml_es.tasks import Data, EpisodeSource, build_task
+from vsml_es.tasks import Data, EpisodeSource, build_task, check_metatest_fits
 from vsml_es.trainer import Trainer
 
 TIMING_FILE = "train_seconds.json"
@@ -81,12 +84,34 @@ def train_learner(config: Config, run_dir: Path, task: EpisodeSource, data: Data
     return trainer.mean_params(state), seconds, False
 
 
+def pretrained_path(config: Config, label: str) -> Path:
+    return Path(config.compare.pretrained[label].replace("{seed}", str(config.training.seed)))
+
+
+def pretrained_contenders(config: Config) -> list[Contender]:
+    """``compare.pretrained``: each file's learner, built from the config it carries (its own
+    model settings) and checked against this comparison's meta-test datasets."""
+    contenders = []
+    for label in config.compare.pretrained:
+        path = pretrained_path(config, label)
+        if not path.is_file():
+            raise UserError(f"Config key 'compare.pretrained.{label}': no file '{path}'. Give a "
+                            ".vsml file or a run's params.npz ('{seed}' becomes training.seed).")
+        params, spec = read_learner_file(path)
+        own = learner_file_config(path, spec.info)
+        check_metatest_fits(config.task, config.metatest, spec.num_inputs,
+                            size_free_names(own, (own.model.learner,)))
+        contenders.append(Contender(label, build_learner(own.model.learner, own), params))
+    return contenders
+
+
 def run_compare(config: Config, out_dir: Path, log: Any = print) -> tuple[list[dict], dict]:
     """Meta-train ``compare.learners``, meta-test everything; returns (summaries, timing)."""
     out_dir = Path(out_dir)
     check_output_dir(out_dir, OUTPUT_ENTRIES, "--out")
     for learner in config.compare.learners:  # each learner's config is checked before any work
         learner_config(config, learner)
+    pretrained = pretrained_contenders(config)  # and each given learner file
     check_before_work(config, learners=tuple(config.compare.learners))
     out_dir.mkdir(parents=True, exist_ok=True)
     contenders, timing = [], {}
@@ -103,6 +128,10 @@ def run_compare(config: Config, out_dir: Path, log: Any = print) -> tuple[list[d
             log(f"  {name}: {'reused finished run' if reused else f'{seconds / 60:.1f} min'}")
             timing[name] = {"train_seconds": seconds, "reused": reused}
             contenders.append(meta_learned(cfg, params))
+    for contender in pretrained:
+        where = pretrained_path(config, contender.label)
+        log(f"{contender.label}: meta-trained elsewhere, read from {where}")
+        contenders.append(contender)
     started = time.perf_counter()
     log("meta-testing " + ", ".join(config.metatest.datasets))
     summaries = run_metatest(contenders, config, out_dir / "metatest", training=(task, data),

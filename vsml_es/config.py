@@ -180,6 +180,11 @@ class CompareConfig:
     # ~2k VSML parameters and ~100k Meta-RNN weights alike. Only settings that leave the budget
     # (population x generations x episode length) unchanged: see ES_SETTING_KEYS.
     es_settings: dict[str, Any] = field(default_factory=dict)
+    # Learners meta-trained elsewhere, meta-tested beside the ones trained here as they are:
+    # {label: .vsml file or params.npz}, "{seed}" in a path becomes training.seed. E.g. a VSML
+    # trained by imitation (training.method: imitation), whose budget is not ES's; its own
+    # training is in its file, not in this comparison's timing.
+    pretrained: dict[str, str] = field(default_factory=dict)
 
 
 # training.* keys that compare.es_settings may set per learner (none of them changes the budget).
@@ -346,7 +351,10 @@ def _coerce(path: str, value: Any, tp: Any) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise _wrong_type(path, value, tp)
-        return dict(value)
+        item_tp = typing.get_args(tp)[1]
+        if item_tp is Any:
+            return dict(value)
+        return {key: _coerce(f"{path}.{key}", v, item_tp) for key, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value

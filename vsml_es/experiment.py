@@ -24,7 +24,7 @@ from vsml_es.config import (
     positive,
     replace,
 )
-from vsml_es.errors import ConfigError
+from vsml_es.errors import ConfigError, UserError
 from vsml_es.es import validate_strategy
 from vsml_es.learners import build_learner, validate_learner_names
 from vsml_es.preprocess import validate_task_config
@@ -33,19 +33,50 @@ from vsml_es.tasks import check_dataset_refs
 from vsml_es.tracking import validate_tracking
 
 
-def validate(config: Config) -> Config:
-    """Every domain's checks on a parsed config; returns it unchanged."""
+def validate(config: Config, *, check_warm_start: bool = True) -> Config:
+    """Every domain's checks on a parsed config; returns it unchanged.
+
+    ``check_warm_start=False`` for stored configs: their ``training.init_params`` is history
+    (generation 0 of a run that exists), so a learner file or a checkpoint stays usable after
+    the file it started from is gone."""
     validate_task_config(config.task, config.metatest)
     check_dataset_refs(config.task, config.metatest)
     validate_learner_names(config)
     validate_strategy(config.training)
     validate_tracking(config.logging)
     _validate_es_settings(config)
-    _validate_method(config)
+    _validate_pretrained(config)
+    _validate_method(config, check_warm_start)
     return config
 
 
-def _validate_method(config: Config) -> None:
+def _validate_pretrained(config: Config) -> None:
+    """Labels of ``compare.pretrained`` name rows of their own; the files are read (and
+    checked) by ``compare`` before any work, not here: stored configs outlive the files."""
+    compare = config.compare
+    for label, path in compare.pretrained.items():
+        if label in compare.learners:
+            raise ConfigError(
+                f"Config key 'compare.pretrained.{label}' has the name of a learner that "
+                f"compare trains (compare.learners: {', '.join(compare.learners)}); give the "
+                "file a label of its own, e.g. vsml_imitation."
+            )
+        if not path.strip():
+            raise ConfigError(f"Config key 'compare.pretrained.{label}' is empty; give a .vsml "
+                              "file or a run's params.npz.")
+
+
+def learner_file_config(path: Path, info: dict[str, Any]) -> Config:
+    """The run config a learner file carries (its ``info``), checked by this vsml-es."""
+    if "config" not in info:
+        raise UserError(f"'{path}' holds no run config; was it written by vsml-es?")
+    try:
+        return experiment_from_dict(info["config"])
+    except UserError as err:
+        raise UserError(f"'{path}' holds a run config this vsml-es cannot use: {err}") from None
+
+
+def _validate_method(config: Config, check_warm_start: bool) -> None:
     """Imitation runs in-process on VSML; a warm start file fits the learner it starts."""
     tr = config.training
     if tr.method == "imitation":
@@ -58,7 +89,7 @@ def _validate_method(config: Config) -> None:
                 "training.method 'imitation' computes gradients in-process (no Ray workers): "
                 "drop --workers / --ray-address (distributed.workers, distributed.address)."
             )
-    if tr.init_params:
+    if tr.init_params and check_warm_start:
         check_init_params(config)
 
 
@@ -90,11 +121,12 @@ def load_experiment(path: str | Path | None = None,
 
 def experiment_from_dict(data: dict[str, Any]) -> Config:
     """A stored config (run directory, checkpoint), validated like a new one."""
-    return validate(config_from_dict(data))
+    return validate(config_from_dict(data), check_warm_start=False)
 
 
 def with_overrides(config: Config, overrides: list[str] | tuple[str, ...]) -> Config:
-    return validate(replace(config, overrides))
+    new = replace(config, overrides)
+    return validate(new, check_warm_start=new.training.init_params != config.training.init_params)
 
 
 def _validate_es_settings(config: Config) -> None:

@@ -18,7 +18,7 @@ from vsml_es.compare import run_compare
 from vsml_es.config import Config
 from vsml_es.errors import Report, UserError
 from vsml_es.evaluator import make_eval_spec
-from vsml_es.experiment import experiment_from_dict, with_overrides
+from vsml_es.experiment import learner_file_config, with_overrides
 from vsml_es.export import export_run
 from vsml_es.introspect import introspect_learner
 from vsml_es.introspect_report import OUTPUT_FILES as INTROSPECT_FILES
@@ -29,7 +29,7 @@ from vsml_es.reporting import OUTPUT_FILES
 from vsml_es.resources import check_before_work
 from vsml_es.resume import ResumePlan, plan_resume
 from vsml_es.runs import plot_runs
-from vsml_es.storage.learner_file import LearnerFile, read_learner_file
+from vsml_es.storage.learner_file import read_learner_file
 from vsml_es.tasks import build_task, check_datasets_ready, check_metatest_fits
 from vsml_es.tracking import open_trackers
 from vsml_es.trainer import Trainer, write_run_config
@@ -107,16 +107,6 @@ def resume_training(run_dir: Path, requested: Config | None = None,
     return train(plan.config, Path(run_dir), resume=plan, metatest=metatest, log=log)
 
 
-def learner_config(path: Path, spec: LearnerFile) -> Config:
-    """The run config a learner file carries, checked by this vsml-es."""
-    if "config" not in spec.info:
-        raise UserError(f"'{path}' holds no run config; was it written by vsml-es?")
-    try:
-        return experiment_from_dict(spec.info["config"])
-    except UserError as err:
-        raise UserError(f"'{path}' holds a run config this vsml-es cannot use: {err}") from None
-
-
 def evaluate_file(path: Path, datasets: tuple[str, ...] | None = None, steps: int | None = None,
                   episodes: int | None = None, overrides: list[str] | tuple[str, ...] = (),
                   out: Path | None = None) -> tuple[list[dict], Path]:
@@ -125,7 +115,7 @@ def evaluate_file(path: Path, datasets: tuple[str, ...] | None = None, steps: in
     for name, value in (("--steps", steps), ("--episodes", episodes)):
         if value is not None and value <= 0:
             raise UserError(f"{name} must be positive, got {value}.")
-    config = learner_config(path, spec)
+    config = learner_file_config(path, spec.info)
     # The flags become config keys, so they are checked like the config's own values.
     if datasets:
         overrides = [*overrides, f"metatest.datasets={json.dumps(list(datasets))}"]
@@ -167,7 +157,7 @@ def introspect_file(path: Path, dataset: str, steps: int | None = None,
     if spec.model.learner != "vsml":
         raise UserError(f"'{path}' holds a '{spec.model.learner}' learner; introspect reads "
                         "the states of VSML's output units, so it needs a VSML learner.")
-    config = learner_config(path, spec)
+    config = learner_file_config(path, spec.info)
     # The flags become config keys, so they are checked like the config's own values.
     overrides = [*overrides, f"metatest.datasets={json.dumps([dataset])}",
                  'metatest.baselines=["sgd"]',

@@ -69,12 +69,12 @@ class Trainer:
             spec, data = build_eval_spec(config)
         self.spec, self.data = spec, data
         self.evaluator = evaluator or LocalEvaluator(spec, data)
-        if config.training.init_params:  # same structure, checked by experiment.validate
-            self.template = read_learner_file(Path(config.training.init_params_path()))[0]
-        else:
-            self.template = spec.learner.init_params(
-                stream_key(config.training.seed, streams.INIT), spec.task.num_features,
-                spec.task.num_outputs)
+        # Random initial parameters: the start of a fresh run without a warm start, and the
+        # structure of every run's ES state (a warm start file has the same, checked by
+        # experiment.validate, and is read only when a run starts: resuming does not need it).
+        self.template = spec.learner.init_params(
+            stream_key(config.training.seed, streams.INIT), spec.task.num_features,
+            spec.task.num_outputs)
         if config.training.method == "imitation":
             method = build_imitation(config.training, spec.learner, spec.task)
             self.strategy: Strategy = Strategy(method, {}, mirrored=False)
@@ -88,16 +88,22 @@ class Trainer:
     # -- state -------------------------------------------------------------------------------
 
     def initial_state(self) -> TrainState:
+        """Generation 0: the ES state around the warm start file's parameters, if any."""
+        warm = self.config.training.init_params
+        start = (read_learner_file(Path(self.config.training.init_params_path()))[0] if warm
+                 else self.template)
+        return TrainState(generation=0, es_state=self._es_state_at(start))
+
+    def _es_state_at(self, params: Params) -> Any:
         es = self.strategy
-        es_state = strongly_typed(es.algorithm.init(self._es_root, self.template, es.params))
-        return TrainState(generation=0, es_state=es_state)
+        return strongly_typed(es.algorithm.init(self._es_root, params, es.params))
 
     def mean_params(self, state: TrainState) -> Params:
         return self.strategy.algorithm.get_mean(state.es_state)
 
     def restore(self, checkpoint: Checkpoint) -> TrainState:
         """Continue exactly where ``checkpoint`` stopped: ES state, ES params, RNG key."""
-        es_state = strongly_typed(checkpoint.es_state(self.initial_state().es_state))
+        es_state = strongly_typed(checkpoint.es_state(self._es_state_at(self.template)))
         self.strategy.params = checkpoint.es_params(self.strategy.params)
         saved_key = jax.random.key_data(checkpoint.rng_key())
         if not np.array_equal(saved_key, jax.random.key_data(self._es_root)):
