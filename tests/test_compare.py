@@ -116,6 +116,45 @@ def test_pretrained_learner_is_meta_tested_as_its_file_says(tmp_path, tiny_overr
     assert mine["acc@25"] != summaries[0]["acc@25"] or mine["acc@10"] != summaries[0]["acc@10"]
 
 
+def test_seeds_are_compared_apart_and_pooled_across(tmp_path, tiny_overrides, capsys):
+    """--seeds 2: one comparison per meta-training seed (each with its own learner file), and a
+    table whose figures are the mean of the seeds' own, with a t-interval across seeds for
+    what the seed changes and none for the tuned baseline, which it does not."""
+    out = tmp_path / "cmp"
+    shipped = RESULTS / "imitation-kl-task3-seed{seed}.vsml"
+    overrides = [*tiny_overrides, "compare.learners=[fwm]", "metatest.baselines=[sgd]",
+                 "metatest.steps=30", "metatest.report_steps=[10, 25]",
+                 f"compare.pretrained={{mine: '{shipped}'}}"]
+    argv = ["compare", QUICKSTART, "--out", str(out), "--seeds", "2"]
+    for item in overrides:
+        argv += ["--set", item]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "table across seeds" in printed
+    per_seed = [{(r["dataset"], r["method"]): r for r in
+                 csv.DictReader(open(out / f"seed{s}" / "metatest" / "summary.csv"))}
+                for s in (0, 1)]
+    assert json.loads((out / "seed1" / "timing.json").read_text())["fwm"]["reused"] is False
+    pooled = list(csv.DictReader(open(out / "summary.csv")))
+    assert {r["method"].split(" (lr")[0] for r in pooled} == {"mine", "FWM (delta rule)",
+                                                             "SGD linear"}
+    for row in pooled:
+        key = (row["dataset"], row["method"])
+        seeds = [float(p[key]["acc@25"]) for p in per_seed]
+        assert row["seeds"] == "2"
+        assert float(row["acc@25"]) == pytest.approx(np.mean(seeds), abs=1e-5)
+        if row["method"].startswith("SGD"):  # tuned on the same streams whatever the seed
+            assert seeds[0] == seeds[1] and float(row["acc@25_t95"]) == 0.0
+    mine = [r for r in pooled if r["method"] == "mine"][0]
+    seeds = [float(p[("digits:test", "mine")]["acc@10"]) for p in per_seed]
+    assert seeds[0] != seeds[1]  # two different learner files
+    half = 12.706 * np.std(seeds, ddof=1) / np.sqrt(2)
+    assert float(mine["acc@10_t95"]) == pytest.approx(half, rel=1e-3)
+    assert "| digits:test | mine | 2 |" in (out / "table.md").read_text()
+    assert (out / "curves_digits_test.png").read_bytes().startswith(PNG_MAGIC)
+    assert main(["compare", QUICKSTART, "--out", str(tmp_path / "x"), "--seeds", "0"]) == 2
+
+
 @pytest.mark.parametrize("setting, message", [
     ("{vsml: docs/results/imitation-kl-task3-seed0.vsml}", "has the name of a learner"),
     ("{mine: 'docs/results/nothing-{seed}.vsml'}", "no file 'docs/results/nothing-0.vsml'"),

@@ -20,12 +20,13 @@ from vsml_es.backend import Backend, open_backend
 from vsml_es.config import Config, config_to_dict
 from vsml_es.errors import UserError
 from vsml_es.evaluator import make_eval_spec
-from vsml_es.experiment import experiment_from_dict, learner_file_config
+from vsml_es.experiment import experiment_from_dict, learner_file_config, with_overrides
 from vsml_es.learners import build_learner, size_free_names
 from vsml_es.metatest import Contender, meta_learned, run_metatest
 from vsml_es.paths import check_output_dir
 from vsml_es.resources import check_before_work
 from vsml_es.resume import plan_resume
+from vsml_es.seed_pool import POOLED_FILES, write_pooled
 from vsml_es.storage.learner_file import read_learner_file
 from vsml_es.storage.params import load_params
 from vsml_es.tasks import Data, EpisodeSource, build_task, check_metatest_fits
@@ -112,7 +113,8 @@ def run_compare(config: Config, out_dir: Path, log: Any = print) -> tuple[list[d
     for learner in config.compare.learners:  # each learner's config is checked before any work
         learner_config(config, learner)
     pretrained = pretrained_contenders(config)  # and each given learner file
-    check_before_work(config, learners=tuple(config.compare.learners))
+    check_before_work(config, learners=tuple(config.compare.learners), given_size_free=tuple(
+        c.label for c in pretrained if c.learner.size_free))
     out_dir.mkdir(parents=True, exist_ok=True)
     contenders, timing = [], {}
     with open_backend(config.distributed, log) as backend:  # Ray first, then the data
@@ -139,3 +141,29 @@ def run_compare(config: Config, out_dir: Path, log: Any = print) -> tuple[list[d
     timing["metatest_seconds"] = time.perf_counter() - started
     (out_dir / "timing.json").write_text(json.dumps(timing, indent=2) + "\n")
     return summaries, timing
+
+
+def seed_configs(config: Config, seeds: int) -> list[Config]:
+    """training.seed, +1, ..., one config per meta-training seed, each checked."""
+    if seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {seeds}.")
+    first = config.training.seed
+    return [with_overrides(config, [f"training.seed={first + k}"]) for k in range(seeds)]
+
+
+def run_compare_seeds(config: Config, out_dir: Path, seeds: int,
+                      log: Any = print) -> list[dict]:
+    """``run_compare`` once per meta-training seed, in ``OUT/seedS``, then the table and the
+    curves pooled across the seeds in ``OUT`` (mean and 95 % t-interval across seeds)."""
+    out_dir = Path(out_dir)
+    configs = seed_configs(config, seeds)
+    check_output_dir(out_dir, (*POOLED_FILES, "seed*"), "--out")
+    for cfg in configs:  # every seed's learner files exist before the first seed trains
+        pretrained_contenders(cfg)
+    seed_dirs = []
+    for cfg in configs:
+        seed_dir = out_dir / f"seed{cfg.training.seed}"
+        log(f"== meta-training seed {cfg.training.seed} in {seed_dir}")
+        run_compare(cfg, seed_dir, log)
+        seed_dirs.append(seed_dir / "metatest")
+    return write_pooled(out_dir, seed_dirs, config.metatest.report_steps)

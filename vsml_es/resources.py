@@ -48,11 +48,15 @@ def check_fits(config: Config, num_features: int) -> None:
 
 
 def check_before_work(config: Config, metatest: bool = True,
-                      learners: tuple[str, ...] | None = None) -> None:
+                      learners: tuple[str, ...] | None = None,
+                      given_size_free: tuple[str, ...] = ()) -> None:
     """Datasets prepared and fitting, memory enough: before Ray starts or data loads.
-    ``learners``: the meta-learners to be meta-tested (default ``model.learner``)."""
+    ``learners``: the meta-learners to be meta-tested (default ``model.learner``);
+    ``given_size_free``: labels of learners from files (compare.pretrained) that run at any
+    input size."""
     check_datasets_ready(config.task, config.metatest if metatest else None)
     if metatest:
-        check_metatest_fits(config.task, config.metatest, size_free=size_free_names(
-            config, learners or (config.model.learner,)))
+        size_free = size_free_names(config, learners or (config.model.learner,)) or ()
+        check_metatest_fits(config.task, config.metatest,
+                            size_free=(*size_free, *given_size_free) or None)
     check_fits(config, training_num_features(config.task))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vsml_es.backend import open_backend
-from vsml_es.compare import run_compare
+from vsml_es.compare import run_compare, run_compare_seeds
 from vsml_es.config import Config
 from vsml_es.errors import Report, UserError
 from vsml_es.evaluator import make_eval_spec
@@ -34,8 +34,8 @@ from vsml_es.tasks import build_task, check_datasets_ready, check_metatest_fits
 from vsml_es.tracking import open_trackers
 from vsml_es.trainer import Trainer, write_run_config
 
-__all__ = ["TrainResult", "compare", "default_run_dir", "evaluate_file", "export_run",
-           "introspect_file", "resume_training", "start_training", "train"]
+__all__ = ["TrainResult", "compare", "compare_seeds", "default_run_dir", "evaluate_file",
+           "export_run", "introspect_file", "resume_training", "start_training", "train"]
 
 
 @dataclass
@@ -176,3 +176,8 @@ def introspect_file(path: Path, dataset: str, steps: int | None = None,
 def compare(config: Config, out: Path, log: Report = print) -> tuple[list[dict], dict]:
     """Meta-train every ``compare.learners`` entry, meta-test all beside the tuned baselines."""
     return run_compare(config, out, log)
+
+
+def compare_seeds(config: Config, out: Path, seeds: int, log: Report = print) -> list[dict]:
+    """``compare`` for ``seeds`` meta-training seeds, pooled: rows with intervals across seeds."""
+    return run_compare_seeds(config, out, seeds, log)

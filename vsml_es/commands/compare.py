@@ -24,6 +24,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_backend_args(p)
     p.add_argument("--out", type=Path, default=None,
                    help="output directory (default: runs/NAME-compare)")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="meta-training seeds (training.seed + 0..N-1), each compared in "
+                   "OUT/seedS; N > 1 adds a table and curves pooled across seeds in OUT")
     p.set_defaults(func=run)
 
 
@@ -31,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from vsml_es import run as api
     from vsml_es.experiment import load_experiment
     from vsml_es.reporting import format_table
+    from vsml_es.seed_pool import format_pooled_table
     from vsml_es.signals import TrainingInterrupted
 
     config = load_experiment(args.experiment, args.overrides)
@@ -38,10 +42,18 @@ def run(args: argparse.Namespace) -> int:
     print(f"output directory: {out}")
     started = time.perf_counter()
     try:
-        summaries, _ = api.compare(config, out)
+        if args.seeds == 1:
+            summaries, _ = api.compare(config, out)
+        else:
+            rows = api.compare_seeds(config, out, args.seeds)
     except TrainingInterrupted as stop:
         return report_stopped(stop, "Run the same command again to continue.")
-    print(format_table(summaries))
-    print(f"table: {out / 'metatest' / 'table.md'}; learning curves: {out / 'metatest'}")
+    if args.seeds == 1:
+        print(format_table(summaries))
+        print(f"table: {out / 'metatest' / 'table.md'}; learning curves: {out / 'metatest'}")
+    else:
+        print(format_pooled_table(rows))
+        print(f"table across seeds: {out / 'table.md'}; learning curves: {out}; each seed: "
+              f"{out / 'seedS'}")
     print(f"wall time: {(time.perf_counter() - started) / 60:.1f} min")
     return 0
