@@ -23,7 +23,13 @@ import jax.numpy as jnp
 import optax
 
 from vsml_es.config import TrainingConfig
-from vsml_es.episodes import episode_keys
+from vsml_es.episodes import (
+    episode_keys,
+    episode_live_outputs,
+    make_masked,
+    masked_logits,
+    start_episode,
+)
 from vsml_es.learners.base import Learner, Params, StepFn
 from vsml_es.learners.gradient import GradientLearner
 from vsml_es.learners.vsml import VsmlLearner
@@ -37,23 +43,44 @@ def centred(logits: jax.Array) -> jax.Array:
     return logits - jnp.mean(logits, axis=-1, keepdims=True)
 
 
-def imitation_error(logits: jax.Array, target_logits: jax.Array, kind: str) -> jax.Array:
+def imitation_error(logits: jax.Array, target_logits: jax.Array, kind: str,
+                    live: jax.Array | None = None) -> jax.Array:
     """'logits': squared difference of centred logits (matches the optimizer's confidence
     exactly, so large late-stream logits dominate); 'kl': KL(target || learner) of the
-    predictions, which asks for the same beliefs at any logit scale."""
+    predictions, which asks for the same beliefs at any logit scale.
+
+    ``live`` (task.per_dataset_outputs): only the first ``live`` outputs count, centred and
+    averaged over those alone, so the error is that of a network ``live`` wide."""
     target_logits = jax.lax.stop_gradient(target_logits)
+    if live is None:
+        if kind == "kl":
+            p = jax.nn.softmax(target_logits)
+            return jnp.sum(p * (jax.nn.log_softmax(target_logits)
+                                - jax.nn.log_softmax(logits)))
+        return jnp.mean((centred(logits) - centred(target_logits)) ** 2)
+    mask = jnp.arange(logits.shape[-1]) < live
     if kind == "kl":
-        p = jax.nn.softmax(target_logits)
-        return jnp.sum(p * (jax.nn.log_softmax(target_logits) - jax.nn.log_softmax(logits)))
-    return jnp.mean((centred(logits) - centred(target_logits)) ** 2)
+        # Dead outputs sit at -inf inside the softmax; 'where' keeps their 0 * inf out.
+        log_q = jnp.where(mask, jax.nn.log_softmax(masked_logits(logits, live)), 0.0)
+        log_p = jnp.where(mask, jax.nn.log_softmax(masked_logits(target_logits, live)), 0.0)
+        return jnp.sum(jnp.where(mask, jnp.exp(log_p) * (log_p - log_q), 0.0))
+    count = jnp.sum(mask)
+
+    def live_centred(v: jax.Array) -> jax.Array:
+        v = jnp.where(mask, v, 0.0)
+        return jnp.where(mask, v - jnp.sum(v) / count, 0.0)
+
+    return jnp.sum((live_centred(logits) - live_centred(target_logits)) ** 2) / count
 
 
 def imitate_steps(step: StepFn, t_step: StepFn, states: tuple[Any, Any], task: EpisodeSource,
                   data: Data, spec: Any, ts: jax.Array, loss: str,
-                  task_weight: float = 0.0) -> tuple[tuple[Any, Any], tuple[jax.Array, jax.Array]]:
+                  task_weight: float = 0.0, live: jax.Array | None = None,
+                  ) -> tuple[tuple[Any, Any], tuple[jax.Array, jax.Array]]:
     """Learner and target side by side over steps ``ts`` of one stream: their final states, and
     per step the meta-loss (imitation error plus ``task_weight`` times the learner's online
-    cross-entropy) and whether the learner's prediction was right."""
+    cross-entropy) and whether the learner's prediction was right; ``live`` masks the outputs
+    beyond the episode's classes out of all three, as ``episodes.run_online`` does."""
 
     @jax.checkpoint  # keep only the carries per step; recompute the gates on the way back
     def body(carry: Any, t: jax.Array) -> tuple[Any, tuple[jax.Array, jax.Array]]:
@@ -61,7 +88,8 @@ def imitate_steps(step: StepFn, t_step: StepFn, states: tuple[Any, Any], task: E
         x, y = task.example(data, spec, t)
         state, logits = step(state, x, y)
         t_state, t_logits = t_step(t_state, x, y)
-        err = imitation_error(logits, t_logits, loss)
+        err = imitation_error(logits, t_logits, loss, live)
+        logits = masked_logits(logits, live)
         if task_weight:  # static: imitation-only runs trace exactly as before
             err = err + task_weight * -jax.nn.log_softmax(logits)[y]
         return (state, t_state), (err, (jnp.argmax(logits) == y).astype(jnp.float32))
@@ -74,15 +102,21 @@ def imitation_episode(
     key: jax.Array, data: Data, task: EpisodeSource, loss: str = "logits",
     task_weight: float = 0.0,
 ) -> tuple[jax.Array, jax.Array]:
-    """(imitation loss, online accuracy) of one episode; the stream is ``online_episode``'s."""
-    k_spec, k_learner = jax.random.split(key)
-    spec = task.episode(k_spec)
-    init, step = learner.make(params, task.num_features, task.num_outputs)
-    t_init, t_step = target.make(target_params, task.num_features, task.num_outputs)
+    """(imitation loss, online accuracy) of one episode: the stream, keys and output mask are
+    those ``episodes.learner_episode`` gives the learner (one ``start_episode`` for both); the
+    target sees the same live outputs."""
+    init, step, k_learner, spec, live = start_episode(learner, params, key, task)
+    t_init, t_step = _target_fns(target, target_params, task, live)
     states = (init(k_learner), t_init(k_learner))
     _, (errs, correct) = imitate_steps(step, t_step, states, task, data, spec,
-                                       jnp.arange(task.episode_length), loss, task_weight)
+                                       jnp.arange(task.episode_length), loss, task_weight, live)
     return jnp.mean(errs), jnp.mean(correct)
+
+
+def _target_fns(target: Learner, target_params: Params, task: EpisodeSource,
+                live: jax.Array | None) -> tuple[Any, StepFn]:
+    """The imitated optimizer on the learner's live outputs (it masks like the learner)."""
+    return make_masked(target, target_params, task, live if target.masks_outputs else None)
 
 
 class Carry(NamedTuple):
@@ -139,6 +173,7 @@ def _fresh(method: Imitation, params: Params, key: jax.Array, t: jax.Array) -> C
     ``online_episode``, so the stream is the one ES and the meta-test would draw)."""
     task = method.task
     k_learner = jax.random.split(key)[1]
+    # The initial states do not depend on the live outputs: the network is always full width.
     init, _ = method.learner.make(params, task.num_features, task.num_outputs)
     t_init, _ = method.target.make(method.target_params, task.num_features, task.num_outputs)
     return Carry(key, t, init(k_learner), t_init(k_learner))
@@ -162,14 +197,14 @@ def _carried_episode(method: Imitation, params: Params, carry: Carry, new_key: j
     carry = jax.tree.map(lambda a, b: jnp.where(restart, a, b), fresh, carry)
     long_task = method.task.with_episode_length(method.horizon)
     spec = long_task.episode(jax.random.split(carry.key)[0])
-    _, step = method.learner.make(params, long_task.num_features, long_task.num_outputs)
-    _, t_step = method.target.make(method.target_params, long_task.num_features,
-                                   long_task.num_outputs)
+    live = episode_live_outputs(method.learner, long_task, spec)
+    _, step = make_masked(method.learner, params, long_task, live)
+    _, t_step = _target_fns(method.target, method.target_params, long_task, live)
     # Truncated backprop: the carried state is a constant of this step's loss.
     start = (jax.lax.stop_gradient(carry.state), carry.target_state)
     ts = carry.t + jnp.arange(method.task.episode_length)
     (state, t_state), (errs, correct) = imitate_steps(step, t_step, start, long_task, data, spec,
-                                                      ts, method.loss, method.task_weight)
+                                                      ts, method.loss, method.task_weight, live)
     end = Carry(carry.key, carry.t + method.task.episode_length, state, t_state)
     return jnp.mean(errs), jnp.mean(correct), end
 
