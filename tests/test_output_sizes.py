@@ -21,13 +21,17 @@ import numpy as np
 import pytest
 
 from vsml_es import vsml
+from vsml_es.classifier import load_learner
 from vsml_es.cli import main
-from vsml_es.config import MetaTestConfig, ModelConfig, TaskConfig
+from vsml_es.config import Config, MetaTestConfig, ModelConfig, TaskConfig, config_to_dict
 from vsml_es.data.registry import ArrayDataset
 from vsml_es.episodes import learner_episode, masked_logits
+from vsml_es.export import export_run
 from vsml_es.imitation import Imitation, imitation_episode, imitation_target
 from vsml_es.learners.gradient import GradientLearner
 from vsml_es.learners.vsml import VsmlLearner
+from vsml_es.storage.learner_file import read_learner_file
+from vsml_es.storage.params import save_params
 from vsml_es.tasks import MixtureTask, build_task, load_metatest_task, make_task, with_output_mask
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
@@ -242,3 +246,48 @@ def test_imitation_of_a_ten_class_dataset_in_47_wide_network(model: ModelConfig,
     for w, n in zip([*w_net.layers[last], w_net.pending[last]],
                     [*n_net.layers[last], n_net.pending[last]], strict=True):
         np.testing.assert_allclose(w[..., :10, :], n, **TOL)  # [episode, ..., n_out, n_in|m]
+
+
+def fake_run(run_dir: Path, params: dict[str, Any], model: ModelConfig, width: int,
+             per_dataset: bool) -> Path:
+    """A run directory holding only params.npz, as a finished run writes it."""
+    config = Config(model=model, task=TaskConfig(num_classes=width,
+                                                 per_dataset_outputs=per_dataset))
+    save_params(run_dir / "params.npz", params, {
+        "format": "vsml-es-params", "version": 1, "generation": 3,
+        "config": config_to_dict(config), "num_features": 16, "num_outputs": width,
+        "example_shape": [4, 4, 1], "input_stats": [{"dataset": "ten", "mean": 0.0, "std": 1.0}]})
+    return run_dir
+
+
+@pytest.mark.parametrize("model", ZERO_INIT, ids=["single", "deep-ln-label"])
+def test_exported_classifier_of_47_outputs_learns_ten_classes_as_10_wide(
+        model: ModelConfig, tmp_path: Path) -> None:
+    """Export keeps task.per_dataset_outputs; the classifier loaded from the file then masks
+    the 37 outputs beyond the 10 classes: same predictions (online and after learning) and
+    probabilities as a 10-wide learner. Without the flag it learns with 47 live outputs."""
+    params = {k: np.asarray(v) for k, v in open_gates(model).items()}
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 16)).astype(np.float32)
+    y = (np.arange(40) * 7) % 10
+    runs = {}
+    for name, width, per_dataset in (("wide", 47, True), ("narrow", 10, False),
+                                     ("padded", 47, False)):
+        run_dir = fake_run(tmp_path / name, params, model, width, per_dataset)
+        out, meta = export_run(run_dir)
+        assert meta["per_dataset_outputs"] is per_dataset
+        assert read_learner_file(out)[1].per_dataset_outputs is per_dataset
+        clf = load_learner(out, normalize="none", input_map="exact")
+        online = clf.predict_learn(x[:30], y[:30], classes=np.arange(10))
+        runs[name] = online, clf.predict_proba(x[30:])
+    np.testing.assert_array_equal(runs["wide"][0], runs["narrow"][0])
+    np.testing.assert_allclose(runs["wide"][1], runs["narrow"][1], **TOL)
+    # Random meta-parameters learn little in 30 steps, yet the dead outputs show clearly.
+    same = np.abs(runs["wide"][1] - runs["narrow"][1]).max()
+    assert np.abs(runs["padded"][1] - runs["narrow"][1]).max() > max(1e-4, 100 * same)
+    assert np.ptp(runs["narrow"][1]) > 1e-3  # the probabilities did move
+    # The caller may override the file: mask_outputs=False is the padded learner again.
+    clf = load_learner(tmp_path / "wide" / "experiment.vsml", normalize="none",
+                       input_map="exact", mask_outputs=False)
+    clf.partial_fit(x[:30], y[:30], classes=np.arange(10))
+    np.testing.assert_allclose(clf.predict_proba(x[30:]), runs["padded"][1], **TOL)
