@@ -19,7 +19,7 @@ import optax
 import yaml
 
 from vsml_es import streams
-from vsml_es.config import Config, config_to_dict
+from vsml_es.config import GRADIENT_METHODS, Config, config_to_dict
 from vsml_es.errors import CheckpointError, Report, ResumeError
 from vsml_es.es import Strategy, build_strategy, sanitize_fitness, strongly_typed
 from vsml_es.evaluator import (
@@ -75,8 +75,9 @@ class Trainer:
             self.template = spec.learner.init_params(
                 stream_key(config.training.seed, streams.INIT), spec.task.num_features,
                 spec.task.num_outputs)
-        if config.training.method == "imitation":
-            method = build_imitation(config.training, spec.learner, spec.task)
+        if config.training.method in GRADIENT_METHODS:
+            method = build_imitation(config.training, spec.learner, spec.task,
+                                     config.task.fitness)
             self.strategy: Strategy = Strategy(method, {}, mirrored=False)
         else:
             self.strategy = build_strategy(config.training, self.template)
@@ -196,7 +197,8 @@ class Trainer:
         return self.evaluator.evaluate(population, generation, self.episode_ids)
 
     def _imitation_step(self, state: TrainState) -> tuple[TrainState, dict[str, Any]]:
-        """One Adam step of ``training.method: imitation`` (fitness = imitation loss)."""
+        """One Adam step of ``training.method`` imitation or backprop (fitness = the
+        meta-loss)."""
         g = state.generation
         start = time.perf_counter()
         es_state, loss, acc = self.strategy.algorithm.update(
@@ -204,8 +206,8 @@ class Trainer:
         loss = float(loss)
         if not math.isfinite(loss):
             raise FloatingPointError(
-                f"generation {g}: the imitation loss is {loss}; lower training.learning_rate "
-                "or training.imitation_learning_rate and resume from the last checkpoint."
+                f"generation {g}: the meta-loss is {loss}; lower training.learning_rate "
+                "(or training.imitation_learning_rate) and resume from the last checkpoint."
             )
         norm = optax.tree.norm(es_state["params"])
         row = {"generation": g, "fitness_mean": loss, "fitness_min": loss, "fitness_max": loss,
