@@ -291,3 +291,33 @@ def test_exported_classifier_of_47_outputs_learns_ten_classes_as_10_wide(
                        input_map="exact", mask_outputs=False)
     clf.partial_fit(x[:30], y[:30], classes=np.arange(10))
     np.testing.assert_allclose(clf.predict_proba(x[30:]), runs["padded"][1], **TOL)
+
+
+def test_class_subsets_split_a_dataset_into_episodes_of_their_class_counts(capsys) -> None:
+    """task.class_subsets (official invariances.yaml: filter_classes per worker): every episode
+    keeps one subset, relabelled in the given order, with that many live outputs."""
+    subsets = ((6, 2, 3), (1, 5, 4, 9))
+    cfg = TaskConfig(dataset="digits", num_classes=10, episode_length=20,
+                     permute_labels=False, per_dataset_outputs=True, class_subsets=subsets)
+    task, data = build_task(cfg)
+    assert isinstance(task, MixtureTask) and task.weights == (0.5, 0.5)
+    assert [p.dataset_classes for p in task.parts] == [3, 4]
+    _, full = build_task(TaskConfig(dataset="digits"))
+    for subset, part in zip(subsets, data, strict=True):  # exactly the subset's examples
+        keep = np.isin(np.asarray(full.y), subset)
+        np.testing.assert_array_equal(np.asarray(part.x), np.asarray(full.x)[keep])
+        np.testing.assert_array_equal(np.asarray(subset)[np.asarray(part.y)],
+                                      np.asarray(full.y)[keep])
+    seen = set()
+    for i in range(8):
+        spec = task.episode(jax.random.key(i))
+        k = int(task.live_outputs(spec))
+        seen.add(k)
+        labels = [int(task.example(data, spec, jnp.int32(t))[1]) for t in range(20)]
+        assert k == (3, 4)[int(spec.choice)] and max(labels) < k
+    assert seen == {3, 4}
+    # Bad subsets fail before any work, with the key named.
+    for bad, words in (("[[1, 2], [3]]", "class_subsets[1]"),
+                       ("[[1, 12], [3, 4]]", "keeps classes [12]")):
+        assert main(["train", str(QUICKSTART), "--set", f"task.class_subsets={bad}"]) == 2
+        assert words in " ".join(capsys.readouterr().err.split())

@@ -98,6 +98,11 @@ class TaskConfig:
     # 'dataset'); weights default to equal. All entries must preprocess to one input size.
     mixture: tuple[str, ...] = ()
     mixture_weights: tuple[float, ...] = ()
+    # Each episode keeps one of these class subsets of its dataset (relabelled 0..k-1 in the
+    # given order), drawn with equal weights; with per_dataset_outputs the episode has k live
+    # outputs. The official configs/invariances.yaml (data.filter_classes split over the
+    # workers, one subset each) varies the class count of meta-training this way.
+    class_subsets: tuple[tuple[int, ...], ...] = ()
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
 
@@ -767,6 +772,18 @@ def check_values(config: Config) -> None:
         )
     if t.num_classes < 2:
         raise ConfigError(f"Config key 'task.num_classes' must be at least 2, got {t.num_classes}.")
+    for i, subset in enumerate(t.class_subsets):
+        if len(subset) < 2 or len(set(subset)) != len(subset) or min(subset) < 0:
+            raise ConfigError(
+                f"Config key 'task.class_subsets[{i}]' is {list(subset)}; each subset lists at "
+                "least 2 distinct class ids >= 0, e.g. task.class_subsets: [[6, 2, 3], [1, 5, "
+                "4, 9]] (a list of lists)."
+            )
+    if t.class_subsets and t.preprocess.classes:
+        raise ConfigError(
+            "task.class_subsets and task.preprocess.classes both filter classes; give one: a "
+            "single subset in class_subsets is the same as preprocess.classes."
+        )
     choices = {
         "task.fitness": (t.fitness, ("mean_loss", "last_loss")),
         "training.optimizer": (tr.optimizer, ("adam", "sgd")),

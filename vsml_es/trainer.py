@@ -131,9 +131,10 @@ class Trainer:
             "num_features": task.num_features,
             "num_outputs": task.num_outputs,
             "example_shape": list(task.input_shape),  # one preprocessed example, unflattened
-            # Statistics behind task.preprocess.normalize='dataset' (one entry per dataset).
-            "input_stats": [{"dataset": part.name, "mean": part.mean, "std": part.std}
-                            for part in task.parts],
+            # Statistics behind task.preprocess.normalize='dataset' (one entry per dataset;
+            # the class subsets of one dataset are parts with the same statistics).
+            "input_stats": list({part.name: {"dataset": part.name, "mean": part.mean,
+                                             "std": part.std} for part in task.parts}.values()),
         }
 
     def save_checkpoint(self, state: TrainState, log: MetricsLog) -> Path:
