@@ -156,8 +156,13 @@ def test_bad_method_settings_fail_before_work(tmp_path, tiny_overrides):
         load_experiment(QUICKSTART, [*tiny_overrides, *IMITATION, "distributed.workers=2"])
     with pytest.raises(ConfigError, match="no file"):
         load_experiment(QUICKSTART, [*tiny_overrides, "training.init_params=/nonexistent.vsml"])
-    with pytest.raises(ConfigError, match="valid values"):
-        load_experiment(QUICKSTART, [*tiny_overrides, "training.method=backprop"])
+    with pytest.raises(ConfigError, match="valid values: es, imitation, backprop"):
+        load_experiment(QUICKSTART, [*tiny_overrides, "training.method=bptt"])
+    with pytest.raises(ConfigError, match="gradient_clip' must be >= 0"):
+        load_experiment(QUICKSTART, [*tiny_overrides, "training.gradient_clip=-1"])
+    with pytest.raises(ConfigError, match="'backprop' computes gradients in-process"):
+        load_experiment(QUICKSTART, [*tiny_overrides, "training.method=backprop",
+                                     "distributed.workers=2"])
     with pytest.raises(ConfigError, match="multiple of task.episode_length"):
         load_experiment(QUICKSTART, [*tiny_overrides, *IMITATION, "training.imitation_horizon=40"])
     with pytest.raises(ConfigError, match="imitation_task_weight' must be >= 0"):
@@ -269,3 +274,35 @@ def test_compare_refuses_imitation_for_other_learners_before_work(tmp_path, tiny
     with pytest.raises(ConfigError, match="imitation' trains VSML"):
         run.compare(config, tmp_path / "cmp", log=lambda message: None)
     assert not (tmp_path / "cmp" / "train_vsml").exists()
+
+
+def test_backprop_meta_loss_is_the_online_loss_es_scores():
+    """training.method backprop (official configs/backprop.yaml): no target; the meta-loss
+    of an episode is the learner's own online cross-entropy reduced as task.fitness."""
+    config = load_experiment(QUICKSTART, ["task.episode_length=12", "training.method=backprop"])
+    task, data = build_task(config.task)
+    vsml = build_learner("vsml", config)
+    params = vsml.init_params(jax.random.key(0), task.num_features, task.num_outputs)
+    key = jax.random.key(3)
+    online, correct = learner_episode(vsml, params, key, data, task)
+    for fitness, want in (("mean_loss", online.mean()), ("last_loss", online[-1])):
+        loss, acc = imitation_episode(vsml, params, None, {}, key, data, task, task_weight=1.0,
+                                      fitness=fitness)
+        np.testing.assert_allclose(float(loss), float(want), rtol=1e-5)
+        np.testing.assert_allclose(float(acc), float(correct.mean()), rtol=1e-6)
+    method = build_imitation(config.training, vsml, task, "last_loss")
+    assert (method.target, method.task_weight, method.fitness) == (None, 1.0, "last_loss")
+
+
+def test_backprop_training_lowers_the_online_loss(tmp_path, tiny_overrides):
+    config = load_experiment(QUICKSTART, [*tiny_overrides, "training.method=backprop",
+                                          "training.population_size=4",
+                                          "training.learning_rate=0.01",
+                                          "training.gradient_clip=25", "task.episode_length=16",
+                                          "training.generations=12"])
+    result = run.train(config, tmp_path / "run", metatest=False, log=lambda message: None)
+    rows = _metrics(tmp_path / "run")
+    assert result.generation == 12 and len(rows) == 12
+    first, last = np.mean([r["fitness_mean"] for r in rows[:3]]), np.mean(
+        [r["fitness_mean"] for r in rows[-3:]])
+    assert last < first, (first, last)

@@ -10,6 +10,7 @@ pass each episode's class count through.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,17 @@ import numpy as np
 import pytest
 
 from vsml_es import vsml
+from vsml_es.classifier import load_learner
 from vsml_es.cli import main
-from vsml_es.config import MetaTestConfig, ModelConfig, TaskConfig
+from vsml_es.config import Config, MetaTestConfig, ModelConfig, TaskConfig, config_to_dict
 from vsml_es.data.registry import ArrayDataset
 from vsml_es.episodes import learner_episode, masked_logits
+from vsml_es.export import export_run
+from vsml_es.imitation import Imitation, imitation_episode, imitation_target
 from vsml_es.learners.gradient import GradientLearner
 from vsml_es.learners.vsml import VsmlLearner
+from vsml_es.storage.learner_file import read_learner_file
+from vsml_es.storage.params import save_params
 from vsml_es.tasks import MixtureTask, build_task, load_metatest_task, make_task, with_output_mask
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
@@ -167,3 +173,151 @@ def test_option_parameter_layouts() -> None:
     # The default layout and draws are those of before the options (2384 floats, same keys).
     ln = vsml.init_params(jax.random.key(0), ModelConfig(layer_norm=True))
     np.testing.assert_array_equal(ln["lstm_w"], p0["lstm_w"])
+
+
+# --------------------------------------------------------------------------------------------
+# The other paths that run a learner on a 10-class dataset in a 47-wide network: imitation
+# (section 4.1's gradient meta-training), the scikit-learn classifier, and exported files.
+# With init_scale 0 the initial "weights" are zero at any width, so a 47-wide network starts
+# exactly where a 10-wide one does and whole runs can be compared end to end.
+
+ZERO_INIT = [ModelConfig(init_scale=0.0),
+             ModelConfig(init_scale=0.0, hidden_layers=(8,), feed_label=True, layer_norm=True)]
+
+
+def open_gates(model: ModelConfig) -> dict[str, Any]:
+    """Fresh parameters with the input gate opened, so the states move within a few steps."""
+    params = vsml.init_params(jax.random.key(1), model)
+    params["lstm_b"] = params["lstm_b"].at[: model.state_size].add(3.0)
+    return params
+
+
+def ten_class_tasks(steps: int) -> tuple[Any, Any, Any]:
+    """(47-wide masked task, 10-wide task, data) over one 10-class dataset."""
+    dataset = synthetic("ten", 10)
+    wide, data = make_task(dataset, steps, 47, True, transforms=False)
+    narrow, _ = make_task(dataset, steps, 10, True, transforms=False)
+    return with_output_mask(wide, True), narrow, data
+
+
+@pytest.mark.parametrize(("model", "kind"), [(ZERO_INIT[0], "logits"), (ZERO_INIT[0], "kl"),
+                                             (ZERO_INIT[1], "kl")],
+                         ids=["single-logits", "single-kl", "deep-ln-label-kl"])
+def test_imitation_of_a_ten_class_dataset_in_47_wide_network(model: ModelConfig,
+                                                             kind: str) -> None:
+    """Imitation loss, accuracy and meta-gradient are those of a 10-wide network, for fresh
+    episodes and for carried ones (imitation_horizon); unmasked, they are not."""
+    wide, narrow, data = ten_class_tasks(12)
+    learner = VsmlLearner(model)
+    target = imitation_target("sgd_mlp" if model.hidden_layers else "sgd", learner)
+    params, lr = open_gates(model), {"learning_rate": jnp.float32(0.5)}
+    key = jax.random.key(4)
+
+    def loss_and_grad(task: Any) -> tuple[Any, ...]:
+        def loss(p: Any) -> tuple[jax.Array, jax.Array]:
+            return imitation_episode(learner, p, target, lr, key, data, task, kind, 0.5)
+        (value, acc), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+        return float(value), float(acc), grads
+
+    w_loss, w_acc, w_grads = loss_and_grad(wide)
+    n_loss, n_acc, n_grads = loss_and_grad(narrow)
+    np.testing.assert_allclose(w_loss, n_loss, **TOL)
+    assert w_acc == n_acc
+    for name in n_grads:
+        # float32 sums over 47 masked vs 10 outputs: ~1e-5 apart in gradients of order 1
+        np.testing.assert_allclose(w_grads[name], n_grads[name], rtol=1e-3, atol=1e-5)
+    padded, _, _ = loss_and_grad(dataclasses.replace(wide, mask_outputs=False))
+    assert abs(padded - n_loss) > 1e-3  # the 37 dead outputs do change an unmasked run
+
+    def carried(task: Any) -> tuple[Any, ...]:
+        # Meta learning rate 0: Adam would blow float noise in near-zero gradients up to full
+        # steps; the gradients are compared above. What is checked here is the carry.
+        method = Imitation(learner, target, 0.5, 0.0, 2, 24, task, 0, kind, 0.5)
+        state = method.init(jax.random.key(0), params, None)
+        losses = []
+        for generation in range(2):  # the second update continues the first one's streams
+            state, loss, acc = method.update(state, generation, np.arange(2), data)
+            losses.append((float(loss), float(acc)))
+        return losses, state["episodes"].state
+
+    (w_losses, w_net), (n_losses, n_net) = carried(wide), carried(narrow)
+    np.testing.assert_allclose(w_losses, n_losses, **TOL)
+    last = len(n_net.layers) - 1
+    for w, n in zip([*w_net.layers[last], w_net.pending[last]],
+                    [*n_net.layers[last], n_net.pending[last]], strict=True):
+        np.testing.assert_allclose(w[..., :10, :], n, **TOL)  # [episode, ..., n_out, n_in|m]
+
+
+def fake_run(run_dir: Path, params: dict[str, Any], model: ModelConfig, width: int,
+             per_dataset: bool) -> Path:
+    """A run directory holding only params.npz, as a finished run writes it."""
+    config = Config(model=model, task=TaskConfig(num_classes=width,
+                                                 per_dataset_outputs=per_dataset))
+    save_params(run_dir / "params.npz", params, {
+        "format": "vsml-es-params", "version": 1, "generation": 3,
+        "config": config_to_dict(config), "num_features": 16, "num_outputs": width,
+        "example_shape": [4, 4, 1], "input_stats": [{"dataset": "ten", "mean": 0.0, "std": 1.0}]})
+    return run_dir
+
+
+@pytest.mark.parametrize("model", ZERO_INIT, ids=["single", "deep-ln-label"])
+def test_exported_classifier_of_47_outputs_learns_ten_classes_as_10_wide(
+        model: ModelConfig, tmp_path: Path) -> None:
+    """Export keeps task.per_dataset_outputs; the classifier loaded from the file then masks
+    the 37 outputs beyond the 10 classes: same predictions (online and after learning) and
+    probabilities as a 10-wide learner. Without the flag it learns with 47 live outputs."""
+    params = {k: np.asarray(v) for k, v in open_gates(model).items()}
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 16)).astype(np.float32)
+    y = (np.arange(40) * 7) % 10
+    runs = {}
+    for name, width, per_dataset in (("wide", 47, True), ("narrow", 10, False),
+                                     ("padded", 47, False)):
+        run_dir = fake_run(tmp_path / name, params, model, width, per_dataset)
+        out, meta = export_run(run_dir)
+        assert meta["per_dataset_outputs"] is per_dataset
+        assert read_learner_file(out)[1].per_dataset_outputs is per_dataset
+        clf = load_learner(out, normalize="none", input_map="exact")
+        online = clf.predict_learn(x[:30], y[:30], classes=np.arange(10))
+        runs[name] = online, clf.predict_proba(x[30:])
+    np.testing.assert_array_equal(runs["wide"][0], runs["narrow"][0])
+    np.testing.assert_allclose(runs["wide"][1], runs["narrow"][1], **TOL)
+    # Random meta-parameters learn little in 30 steps, yet the dead outputs show clearly.
+    same = np.abs(runs["wide"][1] - runs["narrow"][1]).max()
+    assert np.abs(runs["padded"][1] - runs["narrow"][1]).max() > max(1e-4, 100 * same)
+    assert np.ptp(runs["narrow"][1]) > 1e-3  # the probabilities did move
+    # The caller may override the file: mask_outputs=False is the padded learner again.
+    clf = load_learner(tmp_path / "wide" / "experiment.vsml", normalize="none",
+                       input_map="exact", mask_outputs=False)
+    clf.partial_fit(x[:30], y[:30], classes=np.arange(10))
+    np.testing.assert_allclose(clf.predict_proba(x[30:]), runs["padded"][1], **TOL)
+
+
+def test_class_subsets_split_a_dataset_into_episodes_of_their_class_counts(capsys) -> None:
+    """task.class_subsets (official invariances.yaml: filter_classes per worker): every episode
+    keeps one subset, relabelled in the given order, with that many live outputs."""
+    subsets = ((6, 2, 3), (1, 5, 4, 9))
+    cfg = TaskConfig(dataset="digits", num_classes=10, episode_length=20,
+                     permute_labels=False, per_dataset_outputs=True, class_subsets=subsets)
+    task, data = build_task(cfg)
+    assert isinstance(task, MixtureTask) and task.weights == (0.5, 0.5)
+    assert [p.dataset_classes for p in task.parts] == [3, 4]
+    _, full = build_task(TaskConfig(dataset="digits"))
+    for subset, part in zip(subsets, data, strict=True):  # exactly the subset's examples
+        keep = np.isin(np.asarray(full.y), subset)
+        np.testing.assert_array_equal(np.asarray(part.x), np.asarray(full.x)[keep])
+        np.testing.assert_array_equal(np.asarray(subset)[np.asarray(part.y)],
+                                      np.asarray(full.y)[keep])
+    seen = set()
+    for i in range(8):
+        spec = task.episode(jax.random.key(i))
+        k = int(task.live_outputs(spec))
+        seen.add(k)
+        labels = [int(task.example(data, spec, jnp.int32(t))[1]) for t in range(20)]
+        assert k == (3, 4)[int(spec.choice)] and max(labels) < k
+    assert seen == {3, 4}
+    # Bad subsets fail before any work, with the key named.
+    for bad, words in (("[[1, 2], [3]]", "class_subsets[1]"),
+                       ("[[1, 12], [3, 4]]", "keeps classes [12]")):
+        assert main(["train", str(QUICKSTART), "--set", f"task.class_subsets={bad}"]) == 2
+        assert words in " ".join(capsys.readouterr().err.split())

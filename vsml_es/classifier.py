@@ -8,7 +8,9 @@ meta-parameters stay fixed and there are no gradients and no optimizer.
 Inputs go through the same on-device preprocessing as in meta-training
 (``vsml_es.preprocess``); when their size differs from the network's input, images are resized
 to the training images' size and other data is randomly projected (or zero-padded, on request).
-Up to ``n_outputs`` classes can be learned.
+Up to ``n_outputs`` classes can be learned; a learner meta-trained with per-dataset outputs
+(``task.per_dataset_outputs``) learning k classes masks the outputs beyond k, as it did in
+meta-training, so it learns exactly as a network k wide.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def load_learner(
     input_map: str = "auto",
     random_state: int | jax.Array = 0,
     projection_seed: int = 0,
+    mask_outputs: bool | None = None,
 ) -> OnlineClassifier:
     """An online classifier running the meta-learned learner stored in ``path``.
 
@@ -56,10 +59,14 @@ def load_learner(
         inputs would be constant zeros.
     random_state: seed (or JAX key) of the random initial LSTM states (the initial "weights").
     projection_seed: seed of the random projection.
+    mask_outputs: learning k classes, mask the outputs beyond k out of the learner's softmax
+        and error (a network k wide). Default: as in meta-training (the file's
+        ``per_dataset_outputs``). Learners that cannot mask (the meta-learned baselines) never do.
     """
     params, spec = read_learner_file(path)
     return OnlineClassifier(params, spec, normalize=normalize, input_map=input_map,
-                            random_state=random_state, projection_seed=projection_seed)
+                            random_state=random_state, projection_seed=projection_seed,
+                            mask_outputs=mask_outputs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -86,17 +93,25 @@ def _inputs(x: jax.Array, matrix: jax.Array, pipe: _Pipeline) -> jax.Array:
     return x
 
 
+def _make(learner: Learner, params: Any, sizes: tuple[int, int],
+          live: jax.Array | None) -> tuple[Any, Any]:
+    """The learner at these sizes; ``live``: only the first ``live`` outputs are classes."""
+    if live is None:
+        return learner.make(params, *sizes)
+    return learner.make(params, *sizes, live=live)
+
+
 @partial(jax.jit, static_argnames=("learner", "sizes"))
 def _init(params: Any, key: jax.Array, learner: Learner, sizes: tuple[int, int]) -> Any:
-    init, _ = learner.make(params, *sizes)
+    init, _ = learner.make(params, *sizes)  # the initial state is full width, masked or not
     return init(key)
 
 
 @partial(jax.jit, static_argnames=("learner", "sizes", "pipe"))
-def _learn(params, state, xs, ys, mask, matrix, learner: Learner, sizes: tuple[int, int],
+def _learn(params, state, xs, ys, mask, matrix, live, learner: Learner, sizes: tuple[int, int],
            pipe: _Pipeline):
     """Predict-then-learn over the rows in order; padding rows (mask False) are skipped."""
-    _, step = learner.make(params, *sizes)
+    _, step = _make(learner, params, sizes, live)
 
     def body(state, row):
         x, y, keep = row
@@ -111,10 +126,10 @@ def _learn(params, state, xs, ys, mask, matrix, learner: Learner, sizes: tuple[i
 
 
 @partial(jax.jit, static_argnames=("learner", "sizes", "pipe"))
-def _predict_logits(params, state, xs, matrix, learner: Learner, sizes: tuple[int, int],
+def _predict_logits(params, state, xs, matrix, live, learner: Learner, sizes: tuple[int, int],
                     pipe: _Pipeline):
     """Logits of each row from the current state; the state is not changed (no learning)."""
-    _, step = learner.make(params, *sizes)
+    _, step = _make(learner, params, sizes, live)
     return jax.vmap(lambda x: step(state, _inputs(x, matrix, pipe), jnp.int32(0))[1])(xs)
 
 
@@ -146,13 +161,14 @@ class OnlineClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, params: dict[str, Any], spec: LearnerFile, *, normalize: str | None = None,
                  input_map: str = "auto", random_state: int | jax.Array = 0,
-                 projection_seed: int = 0):
+                 projection_seed: int = 0, mask_outputs: bool | None = None):
         self.params = params
         self.spec = spec
         self.normalize = normalize
         self.input_map = input_map
         self.random_state = random_state
         self.projection_seed = projection_seed
+        self.mask_outputs = mask_outputs
         self._setup()
 
     def set_params(self, **params: Any) -> OnlineClassifier:
@@ -176,9 +192,14 @@ class OnlineClassifier(ClassifierMixin, BaseEstimator):
                 f"file has {len(spec.stats)} ({', '.join(s[0] for s in spec.stats) or 'none'}). "
                 "Standardize X yourself and pass normalize='none', or use normalize='example'."
             )
+        if self.mask_outputs not in (None, True, False):
+            raise LearnerError(f"mask_outputs is {self.mask_outputs!r}; use True, False or None "
+                               "(as in meta-training).")
         self._normalize = normalize
         self._params = jax.tree.map(jnp.asarray, self.params)
         self._learner = spec.learner
+        mask = spec.per_dataset_outputs if self.mask_outputs is None else self.mask_outputs
+        self._masks = bool(mask) and self._learner.masks_outputs
         self._sizes = (spec.num_inputs, spec.num_outputs)
         self.reset()
 
@@ -215,6 +236,7 @@ class OnlineClassifier(ClassifierMixin, BaseEstimator):
         self.classes_: np.ndarray | None = None
         self.n_features_in_: int | None = None
         self.n_seen_ = 0
+        self._live: jax.Array | None = None  # the class count when masking, once classes are set
         self._example_shape: tuple[int, ...] | None = None
         self._pipe: _Pipeline | None = None
         self._matrix = jnp.zeros((1, 1), jnp.float32)
@@ -231,21 +253,21 @@ class OnlineClassifier(ClassifierMixin, BaseEstimator):
         """Like ``partial_fit``, returning the prediction made for each row before its label
         was seen (online "prequential" evaluation, as in meta-training and meta-testing)."""
         before = (self._example_shape, self._pipe, self._matrix, self.n_features_in_,
-                  self.classes_)
+                  self.classes_, self._live)
         try:
             xs = self._rows(X, learning=True)
             self._set_classes(classes, y)
             ys = self._labels(y, len(xs))
         except LearnerError:  # a rejected first call leaves the learner as it was
             (self._example_shape, self._pipe, self._matrix, self.n_features_in_,
-             self.classes_) = before
+             self.classes_, self._live) = before
             raise
         k = len(self.classes_)
         predictions = []
         for (x_chunk, n), (y_chunk, _) in zip(_chunks(xs), _chunks(ys), strict=True):
             self._state, logits = _learn(self._params, self._state, x_chunk, y_chunk,
-                                         np.arange(CHUNK) < n, self._matrix, self._learner,
-                                         self._sizes, self._pipe)
+                                         np.arange(CHUNK) < n, self._matrix, self._live,
+                                         self._learner, self._sizes, self._pipe)
             predictions.append(np.argmax(np.asarray(logits[:n, :k]), axis=1))
             self.n_seen_ += n
         return self.classes_[np.concatenate(predictions)]
@@ -268,7 +290,7 @@ class OnlineClassifier(ClassifierMixin, BaseEstimator):
         proba = []
         for x_chunk, n in _chunks(self._rows(X, learning=False)):
             logits = _predict_logits(self._params, self._state, x_chunk, self._matrix,
-                                     self._learner, self._sizes, self._pipe)
+                                     self._live, self._learner, self._sizes, self._pipe)
             proba.append(np.asarray(jax.nn.softmax(logits[:n, :k], axis=-1), dtype=np.float64))
         return np.concatenate(proba)
 
@@ -387,6 +409,8 @@ class OnlineClassifier(ClassifierMixin, BaseEstimator):
                 f"task.num_classes >= {len(classes)}."
             )
         self.classes_ = classes
+        if self._masks and len(classes) < self.n_outputs:
+            self._live = jnp.asarray(len(classes), jnp.int32)
 
     def _labels(self, y: Any, n: int) -> np.ndarray:
         y = _as_array(y, "y")

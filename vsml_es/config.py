@@ -98,6 +98,11 @@ class TaskConfig:
     # 'dataset'); weights default to equal. All entries must preprocess to one input size.
     mixture: tuple[str, ...] = ()
     mixture_weights: tuple[float, ...] = ()
+    # Each episode keeps one of these class subsets of its dataset (relabelled 0..k-1 in the
+    # given order), drawn with equal weights; with per_dataset_outputs the episode has k live
+    # outputs. The official configs/invariances.yaml (data.filter_classes split over the
+    # workers, one subset each) varies the class count of meta-training this way.
+    class_subsets: tuple[tuple[int, ...], ...] = ()
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
 
@@ -120,7 +125,12 @@ class TrainingConfig:
     # es: evosax as above. imitation: Adam (learning_rate) on gradients through the unrolled
     # inner loop, making the learner's online logits follow imitation_target's on the same
     # streams (paper section 4.1); population_size episodes per step, generations steps.
+    # backprop: the same gradient descent on the learner's own online loss (task.fitness), the
+    # ES objective (official configs/backprop.yaml, "backpropagation-based meta optimization").
     method: str = "es"
+    # Global-norm clip of the meta-gradient of imitation/backprop (0: none; official
+    # backprop.yaml: 25). BPTT through hundreds of LSTM ticks can spike.
+    gradient_clip: float = 1.0
     # sgd | adam: online optimizer on a linear model; sgd_mlp | adam_mlp: on an MLP with one
     # hidden ReLU layer of metatest.mlp_hidden units (the sgd_mlp/adam_mlp baselines), which
     # needs model.hidden_layers: [metatest.mlp_hidden] (VSML imitates backprop on the same
@@ -186,6 +196,9 @@ class CompareConfig:
     # training is in its file, not in this comparison's timing.
     pretrained: dict[str, str] = field(default_factory=dict)
 
+
+# training.method values that meta-train with gradients through the inner loop (in-process).
+GRADIENT_METHODS = ("imitation", "backprop")
 
 # training.* keys that compare.es_settings may set per learner (none of them changes the budget).
 ES_SETTING_KEYS = ("strategy", "sigma", "learning_rate", "optimizer", "fitness_shaping",
@@ -637,6 +650,7 @@ LIMITS: dict[str, tuple[float, str]] = {
     "training.imitation_learning_rate": (1e6, "the imitated optimizer would only overflow"),
     "training.imitation_horizon": (10**6, "one episode's indices live on the device"),
     "training.imitation_task_weight": (1e6, "the imitation term would vanish in rounding"),
+    "training.gradient_clip": (1e30, "gradients are float32"),
     "task.episode_length": (10**6, "one episode's indices live on the device"),
     "task.num_classes": (10**5, "VSML keeps a state per connection to every output"),
     "metatest.steps": (10**6, "curves are stored per step and episode"),
@@ -741,6 +755,9 @@ def check_values(config: Config) -> None:
             "false: the separate LSTM runs the backward pass. Set model.backward_pass: true, "
             "or drop separate_backward_lstm."
         )
+    if tr.gradient_clip < 0:
+        raise ConfigError(f"Config key 'training.gradient_clip' must be >= 0 (0 = no clipping), "
+                          f"got {tr.gradient_clip}.")
     if tr.imitation_task_weight < 0:
         raise ConfigError(
             f"Config key 'training.imitation_task_weight' must be >= 0 (0 = imitation only), "
@@ -763,10 +780,22 @@ def check_values(config: Config) -> None:
         )
     if t.num_classes < 2:
         raise ConfigError(f"Config key 'task.num_classes' must be at least 2, got {t.num_classes}.")
+    for i, subset in enumerate(t.class_subsets):
+        if len(subset) < 2 or len(set(subset)) != len(subset) or min(subset) < 0:
+            raise ConfigError(
+                f"Config key 'task.class_subsets[{i}]' is {list(subset)}; each subset lists at "
+                "least 2 distinct class ids >= 0, e.g. task.class_subsets: [[6, 2, 3], [1, 5, "
+                "4, 9]] (a list of lists)."
+            )
+    if t.class_subsets and t.preprocess.classes:
+        raise ConfigError(
+            "task.class_subsets and task.preprocess.classes both filter classes; give one: a "
+            "single subset in class_subsets is the same as preprocess.classes."
+        )
     choices = {
         "task.fitness": (t.fitness, ("mean_loss", "last_loss")),
         "training.optimizer": (tr.optimizer, ("adam", "sgd")),
-        "training.method": (tr.method, ("es", "imitation")),
+        "training.method": (tr.method, ("es", *GRADIENT_METHODS)),
         "training.imitation_target": (tr.imitation_target,
                                        ("sgd", "adam", "sgd_mlp", "adam_mlp")),
         "training.imitation_loss": (tr.imitation_loss, ("logits", "kl")),

@@ -15,6 +15,7 @@ import jax
 
 from vsml_es.config import (
     ES_SETTING_KEYS,
+    GRADIENT_METHODS,
     Config,
     TrainingConfig,
     config_from_dict,
@@ -77,16 +78,17 @@ def learner_file_config(path: Path, info: dict[str, Any]) -> Config:
 
 
 def _validate_method(config: Config, check_warm_start: bool) -> None:
-    """Imitation runs in-process on VSML; a warm start file fits the learner it starts."""
+    """Gradient methods run in-process on VSML; a warm start file fits the learner it starts."""
     tr = config.training
-    if tr.method == "imitation":
+    if tr.method in GRADIENT_METHODS:
         if config.model.learner != "vsml":
-            raise ConfigError("training.method 'imitation' trains VSML (model.learner: vsml); "
-                              f"got model.learner '{config.model.learner}'.")
+            raise ConfigError(f"training.method '{tr.method}' trains VSML (model.learner: "
+                              f"vsml); got model.learner '{config.model.learner}'.")
         d = config.distributed
         if d.address is not None or (d.workers or 0) > 0:
             raise ConfigError(
-                "training.method 'imitation' computes gradients in-process (no Ray workers): "
+                f"training.method '{tr.method}' computes gradients in-process (no Ray "
+                "workers): "
                 "drop --workers / --ray-address (distributed.workers, distributed.address)."
             )
     if tr.init_params and check_warm_start:

@@ -1,4 +1,5 @@
-"""Meta-training by imitation (paper section 4.1): gradients through the unrolled inner loop.
+"""Meta-training with gradients through the unrolled inner loop: imitation (paper section 4.1)
+and the official code's backprop meta-optimization (``training.method: backprop``).
 
 The learner runs online on a stream beside a hand-designed optimizer (online SGD or Adam on a
 linear model starting from zero weights, or on an MLP with VSML's hidden layer: the deep case)
@@ -6,6 +7,8 @@ that sees the same examples; the meta-loss compares their predictions at every s
 learner that imitates well keeps learning the way the optimizer does, on any stream, which ES
 on short episodes does not give.
 Its result can be meta-tested as it is or refine an ES run (``training.init_params``).
+Without a target (``backprop``) the meta-loss is the learner's own online cross-entropy, the
+quantity ES minimizes (official ``configs/backprop.yaml``, ``optimizer.type: sgd``).
 
 The state is the ES-state slot of a run (parameters and Adam moments), so checkpoints, resume
 and the metrics log work unchanged; each "generation" is one Adam step on a batch of
@@ -23,13 +26,18 @@ import jax.numpy as jnp
 import optax
 
 from vsml_es.config import TrainingConfig
-from vsml_es.episodes import episode_keys
+from vsml_es.episodes import (
+    episode_keys,
+    episode_live_outputs,
+    fitness_from_losses,
+    make_masked,
+    masked_logits,
+    start_episode,
+)
 from vsml_es.learners.base import Learner, Params, StepFn
 from vsml_es.learners.gradient import GradientLearner
 from vsml_es.learners.vsml import VsmlLearner
 from vsml_es.tasks import Data, EpisodeSource
-
-GRADIENT_CLIP = 1.0  # global-norm clip: BPTT through hundreds of LSTM ticks can spike
 
 
 def centred(logits: jax.Array) -> jax.Array:
@@ -37,31 +45,56 @@ def centred(logits: jax.Array) -> jax.Array:
     return logits - jnp.mean(logits, axis=-1, keepdims=True)
 
 
-def imitation_error(logits: jax.Array, target_logits: jax.Array, kind: str) -> jax.Array:
+def imitation_error(logits: jax.Array, target_logits: jax.Array, kind: str,
+                    live: jax.Array | None = None) -> jax.Array:
     """'logits': squared difference of centred logits (matches the optimizer's confidence
     exactly, so large late-stream logits dominate); 'kl': KL(target || learner) of the
-    predictions, which asks for the same beliefs at any logit scale."""
+    predictions, which asks for the same beliefs at any logit scale.
+
+    ``live`` (task.per_dataset_outputs): only the first ``live`` outputs count, centred and
+    averaged over those alone, so the error is that of a network ``live`` wide."""
     target_logits = jax.lax.stop_gradient(target_logits)
+    if live is None:
+        if kind == "kl":
+            p = jax.nn.softmax(target_logits)
+            return jnp.sum(p * (jax.nn.log_softmax(target_logits)
+                                - jax.nn.log_softmax(logits)))
+        return jnp.mean((centred(logits) - centred(target_logits)) ** 2)
+    mask = jnp.arange(logits.shape[-1]) < live
     if kind == "kl":
-        p = jax.nn.softmax(target_logits)
-        return jnp.sum(p * (jax.nn.log_softmax(target_logits) - jax.nn.log_softmax(logits)))
-    return jnp.mean((centred(logits) - centred(target_logits)) ** 2)
+        # Dead outputs sit at -inf inside the softmax; 'where' keeps their 0 * inf out.
+        log_q = jnp.where(mask, jax.nn.log_softmax(masked_logits(logits, live)), 0.0)
+        log_p = jnp.where(mask, jax.nn.log_softmax(masked_logits(target_logits, live)), 0.0)
+        return jnp.sum(jnp.where(mask, jnp.exp(log_p) * (log_p - log_q), 0.0))
+    count = jnp.sum(mask)
+
+    def live_centred(v: jax.Array) -> jax.Array:
+        v = jnp.where(mask, v, 0.0)
+        return jnp.where(mask, v - jnp.sum(v) / count, 0.0)
+
+    return jnp.sum((live_centred(logits) - live_centred(target_logits)) ** 2) / count
 
 
-def imitate_steps(step: StepFn, t_step: StepFn, states: tuple[Any, Any], task: EpisodeSource,
+def imitate_steps(step: StepFn, t_step: StepFn | None, states: tuple[Any, Any], task: EpisodeSource,
                   data: Data, spec: Any, ts: jax.Array, loss: str,
-                  task_weight: float = 0.0) -> tuple[tuple[Any, Any], tuple[jax.Array, jax.Array]]:
+                  task_weight: float = 0.0, live: jax.Array | None = None,
+                  ) -> tuple[tuple[Any, Any], tuple[jax.Array, jax.Array]]:
     """Learner and target side by side over steps ``ts`` of one stream: their final states, and
     per step the meta-loss (imitation error plus ``task_weight`` times the learner's online
-    cross-entropy) and whether the learner's prediction was right."""
+    cross-entropy) and whether the learner's prediction was right; ``live`` masks the outputs
+    beyond the episode's classes out of all three, as ``episodes.run_online`` does."""
 
     @jax.checkpoint  # keep only the carries per step; recompute the gates on the way back
     def body(carry: Any, t: jax.Array) -> tuple[Any, tuple[jax.Array, jax.Array]]:
         state, t_state = carry
         x, y = task.example(data, spec, t)
         state, logits = step(state, x, y)
-        t_state, t_logits = t_step(t_state, x, y)
-        err = imitation_error(logits, t_logits, loss)
+        if t_step is None:  # no target (method backprop): the task term alone
+            err = jnp.float32(0.0)
+        else:
+            t_state, t_logits = t_step(t_state, x, y)
+            err = imitation_error(logits, t_logits, loss, live)
+        logits = masked_logits(logits, live)
         if task_weight:  # static: imitation-only runs trace exactly as before
             err = err + task_weight * -jax.nn.log_softmax(logits)[y]
         return (state, t_state), (err, (jnp.argmax(logits) == y).astype(jnp.float32))
@@ -70,19 +103,28 @@ def imitate_steps(step: StepFn, t_step: StepFn, states: tuple[Any, Any], task: E
 
 
 def imitation_episode(
-    learner: Learner, params: Params, target: Learner, target_params: Params,
+    learner: Learner, params: Params, target: Learner | None, target_params: Params,
     key: jax.Array, data: Data, task: EpisodeSource, loss: str = "logits",
-    task_weight: float = 0.0,
+    task_weight: float = 0.0, fitness: str = "mean_loss",
 ) -> tuple[jax.Array, jax.Array]:
-    """(imitation loss, online accuracy) of one episode; the stream is ``online_episode``'s."""
-    k_spec, k_learner = jax.random.split(key)
-    spec = task.episode(k_spec)
-    init, step = learner.make(params, task.num_features, task.num_outputs)
-    t_init, t_step = target.make(target_params, task.num_features, task.num_outputs)
-    states = (init(k_learner), t_init(k_learner))
+    """(meta-loss, online accuracy) of one episode: the stream, keys and output mask are
+    those ``episodes.learner_episode`` gives the learner (one ``start_episode`` for both); the
+    target sees the same live outputs. ``fitness``: how the per-step losses reduce, as for ES
+    (mean, or the last step's: the official ``loss_type``)."""
+    init, step, k_learner, spec, live = start_episode(learner, params, key, task)
+    t_init, t_step = _target_fns(target, target_params, task, live)
+    states = (init(k_learner), None if t_init is None else t_init(k_learner))
     _, (errs, correct) = imitate_steps(step, t_step, states, task, data, spec,
-                                       jnp.arange(task.episode_length), loss, task_weight)
-    return jnp.mean(errs), jnp.mean(correct)
+                                       jnp.arange(task.episode_length), loss, task_weight, live)
+    return fitness_from_losses(errs, fitness), jnp.mean(correct)
+
+
+def _target_fns(target: Learner | None, target_params: Params, task: EpisodeSource,
+                live: jax.Array | None) -> tuple[Any, StepFn | None]:
+    """The imitated optimizer on the learner's live outputs (it masks like the learner)."""
+    if target is None:
+        return None, None
+    return make_masked(target, target_params, task, live if target.masks_outputs else None)
 
 
 class Carry(NamedTuple):
@@ -101,7 +143,7 @@ class Imitation:
     plus ``update``: one Adam step on the imitation loss of a batch of episodes."""
 
     learner: Learner
-    target: Learner
+    target: Learner | None  # None: training.method backprop (the task loss alone)
     target_learning_rate: float  # already divided by the input size
     learning_rate: float
     population_size: int  # episodes per step
@@ -110,10 +152,15 @@ class Imitation:
     seed: int
     loss: str = "logits"  # see imitation_error
     task_weight: float = 0.0  # training.imitation_task_weight
+    gradient_clip: float = 1.0  # training.gradient_clip (0: none)
+    fitness: str = "mean_loss"  # reduction of a fresh episode's per-step losses
 
     @property
     def optimizer(self) -> optax.GradientTransformation:
-        return optax.chain(optax.clip_by_global_norm(GRADIENT_CLIP), optax.adam(self.learning_rate))
+        adam = optax.adam(self.learning_rate)
+        if not self.gradient_clip:
+            return adam
+        return optax.chain(optax.clip_by_global_norm(self.gradient_clip), adam)
 
     @property
     def target_params(self) -> Params:
@@ -139,9 +186,10 @@ def _fresh(method: Imitation, params: Params, key: jax.Array, t: jax.Array) -> C
     ``online_episode``, so the stream is the one ES and the meta-test would draw)."""
     task = method.task
     k_learner = jax.random.split(key)[1]
+    # The initial states do not depend on the live outputs: the network is always full width.
     init, _ = method.learner.make(params, task.num_features, task.num_outputs)
-    t_init, _ = method.target.make(method.target_params, task.num_features, task.num_outputs)
-    return Carry(key, t, init(k_learner), t_init(k_learner))
+    t_init, _ = _target_fns(method.target, method.target_params, task, None)
+    return Carry(key, t, init(k_learner), None if t_init is None else t_init(k_learner))
 
 
 def _initial_carries(method: Imitation, params: Params) -> Carry:
@@ -162,14 +210,14 @@ def _carried_episode(method: Imitation, params: Params, carry: Carry, new_key: j
     carry = jax.tree.map(lambda a, b: jnp.where(restart, a, b), fresh, carry)
     long_task = method.task.with_episode_length(method.horizon)
     spec = long_task.episode(jax.random.split(carry.key)[0])
-    _, step = method.learner.make(params, long_task.num_features, long_task.num_outputs)
-    _, t_step = method.target.make(method.target_params, long_task.num_features,
-                                   long_task.num_outputs)
+    live = episode_live_outputs(method.learner, long_task, spec)
+    _, step = make_masked(method.learner, params, long_task, live)
+    _, t_step = _target_fns(method.target, method.target_params, long_task, live)
     # Truncated backprop: the carried state is a constant of this step's loss.
     start = (jax.lax.stop_gradient(carry.state), carry.target_state)
     ts = carry.t + jnp.arange(method.task.episode_length)
     (state, t_state), (errs, correct) = imitate_steps(step, t_step, start, long_task, data, spec,
-                                                      ts, method.loss, method.task_weight)
+                                                      ts, method.loss, method.task_weight, live)
     end = Carry(carry.key, carry.t + method.task.episode_length, state, t_state)
     return jnp.mean(errs), jnp.mean(correct), end
 
@@ -186,9 +234,10 @@ def _update(method: Imitation, state: dict[str, Any], generation: jax.Array,
                 method, params, state["episodes"], keys, data)
         else:
             losses, accs = jax.vmap(
-                imitation_episode, in_axes=(None, None, None, None, 0, None, None, None, None))(
+                imitation_episode,
+                in_axes=(None, None, None, None, 0, None, None, None, None, None))(
                 method.learner, params, method.target, method.target_params, keys, data,
-                method.task, method.loss, method.task_weight)
+                method.task, method.loss, method.task_weight, method.fitness)
             carries = None
         return jnp.mean(losses), (jnp.mean(accs), carries)
 
@@ -216,11 +265,14 @@ def imitation_target(name: str, learner: Learner) -> GradientLearner:
     return GradientLearner(optimizer, learner.model.hidden_layers[0])
 
 
-def build_imitation(training: TrainingConfig, learner: Learner,
-                    task: EpisodeSource) -> Imitation:
+def build_imitation(training: TrainingConfig, learner: Learner, task: EpisodeSource,
+                    fitness: str = "mean_loss") -> Imitation:
+    """``training.method`` imitation, or backprop: no target, the task loss (reduced as
+    ``fitness``, task.fitness) as the whole meta-loss."""
+    backprop = training.method == "backprop"
     return Imitation(
         learner=learner,
-        target=imitation_target(training.imitation_target, learner),
+        target=None if backprop else imitation_target(training.imitation_target, learner),
         target_learning_rate=training.imitation_learning_rate / task.num_features,
         learning_rate=training.learning_rate,
         population_size=training.population_size,
@@ -228,5 +280,7 @@ def build_imitation(training: TrainingConfig, learner: Learner,
         task=task,
         seed=training.seed,
         loss=training.imitation_loss,
-        task_weight=training.imitation_task_weight,
+        task_weight=1.0 if backprop else training.imitation_task_weight,
+        gradient_clip=training.gradient_clip,
+        fitness=fitness if backprop else "mean_loss",
     )

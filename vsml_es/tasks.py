@@ -315,27 +315,33 @@ def load_mixture_task(
     permute_labels: bool = True,
     data_dir: str | None = None,
     preprocess: PreprocessConfig | None = None,
+    class_subsets: tuple[tuple[int, ...], ...] = (),
 ) -> tuple[MixtureTask, tuple[TaskData, ...]]:
-    """Several datasets, one drawn per episode; all must preprocess to one input size."""
+    """Several datasets, one drawn per episode; all must preprocess to one input size. With
+    ``class_subsets`` (task.class_subsets) every dataset is split into one part per subset,
+    the dataset's weight shared equally between its subsets."""
     cfg = preprocess or PreprocessConfig()
-    parts, datas, shapes = [], [], []
-    for ref in refs:
+    weights = tuple(float(w) for w in weights) or (1.0,) * len(refs)
+    parts, datas, shapes, part_weights = [], [], [], []
+    for ref, weight in zip(refs, weights, strict=True):
         name, split = parse_dataset_ref(ref, default_split)
         dataset = load_dataset(name, split, data_dir)
-        task, data = make_task(dataset, episode_length, num_outputs, permute_labels, cfg,
-                               transforms=False)
-        parts.append(task)
-        datas.append(data)
-        shapes.append(f"{ref}: {dataset.example_shape} -> {task.num_features}")
+        for subset in class_subsets or ((),):
+            sub_cfg = dataclasses.replace(cfg, classes=subset) if subset else cfg
+            task, data = make_task(dataset, episode_length, num_outputs, permute_labels, sub_cfg,
+                                   transforms=False)
+            parts.append(task)
+            datas.append(data)
+            part_weights.append(weight / len(class_subsets or ((),)))
+            shapes.append(f"{ref}: {dataset.example_shape} -> {task.num_features}")
     if len({p.num_features for p in parts}) > 1:
         raise DatasetError(
             "The datasets of task.mixture preprocess to different input sizes ("
             + "; ".join(shapes) + "). Give them a common shape with task.preprocess.resize "
             "and/or task.preprocess.pad_to."
         )
-    weights = tuple(float(w) for w in weights) or (1.0,) * len(refs)
     name = "mixture(" + ",".join(p.name for p in parts) + ")"
-    return MixtureTask(name, tuple(parts), weights, cfg), tuple(datas)
+    return MixtureTask(name, tuple(parts), tuple(part_weights), cfg), tuple(datas)
 
 
 def with_output_mask(task: Task | MixtureTask, on: bool) -> Task | MixtureTask:
@@ -351,11 +357,12 @@ def with_output_mask(task: Task | MixtureTask, on: bool) -> Task | MixtureTask:
 
 def build_task(config: TaskConfig) -> tuple[Task | MixtureTask, Data]:
     """The meta-training task of ``config``: one dataset, or a mixture."""
-    if config.mixture:
-        task, data = load_mixture_task(config.mixture, config.mixture_weights, config.split,
+    if config.mixture or config.class_subsets:
+        task, data = load_mixture_task(config.mixture or (config.dataset,),
+                                       config.mixture_weights, config.split,
                                        config.episode_length, config.num_classes,
                                        config.permute_labels, config.data_dir,
-                                       config.preprocess)
+                                       config.preprocess, config.class_subsets)
     else:
         task, data = load_task(config.dataset, config.split, config.episode_length,
                                config.num_classes, config.permute_labels, config.data_dir,
@@ -420,6 +427,14 @@ def check_dataset_refs(task: TaskConfig, metatest: MetaTestConfig) -> None:
                     f"'{name}' has only classes 0..{spec.num_classes - 1}."
                 )
         classes = len(pre_cfg.classes) or spec.num_classes
+        if path.startswith("task") and task.class_subsets:
+            too_big = sorted({c for s in task.class_subsets for c in s if c >= spec.num_classes})
+            if too_big:
+                raise DatasetError(
+                    f"task.class_subsets keeps classes {too_big}, but '{name}' ({path}) has "
+                    f"only classes 0..{spec.num_classes - 1}."
+                )
+            classes = max(len(s) for s in task.class_subsets)
         if classes > task.num_classes:
             raise DatasetError(
                 f"Dataset '{name}' ({path}) has {classes} classes but the network has "

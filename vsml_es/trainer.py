@@ -19,7 +19,7 @@ import optax
 import yaml
 
 from vsml_es import streams
-from vsml_es.config import Config, config_to_dict
+from vsml_es.config import GRADIENT_METHODS, Config, config_to_dict
 from vsml_es.errors import CheckpointError, Report, ResumeError
 from vsml_es.es import Strategy, build_strategy, sanitize_fitness, strongly_typed
 from vsml_es.evaluator import (
@@ -75,8 +75,9 @@ class Trainer:
         self.template = spec.learner.init_params(
             stream_key(config.training.seed, streams.INIT), spec.task.num_features,
             spec.task.num_outputs)
-        if config.training.method == "imitation":
-            method = build_imitation(config.training, spec.learner, spec.task)
+        if config.training.method in GRADIENT_METHODS:
+            method = build_imitation(config.training, spec.learner, spec.task,
+                                     config.task.fitness)
             self.strategy: Strategy = Strategy(method, {}, mirrored=False)
         else:
             self.strategy = build_strategy(config.training, self.template)
@@ -136,9 +137,10 @@ class Trainer:
             "num_features": task.num_features,
             "num_outputs": task.num_outputs,
             "example_shape": list(task.input_shape),  # one preprocessed example, unflattened
-            # Statistics behind task.preprocess.normalize='dataset' (one entry per dataset).
-            "input_stats": [{"dataset": part.name, "mean": part.mean, "std": part.std}
-                            for part in task.parts],
+            # Statistics behind task.preprocess.normalize='dataset' (one entry per dataset;
+            # the class subsets of one dataset are parts with the same statistics).
+            "input_stats": list({part.name: {"dataset": part.name, "mean": part.mean,
+                                             "std": part.std} for part in task.parts}.values()),
         }
 
     def save_checkpoint(self, state: TrainState, log: MetricsLog) -> Path:
@@ -202,7 +204,8 @@ class Trainer:
         return self.evaluator.evaluate(population, generation, self.episode_ids)
 
     def _imitation_step(self, state: TrainState) -> tuple[TrainState, dict[str, Any]]:
-        """One Adam step of ``training.method: imitation`` (fitness = imitation loss)."""
+        """One Adam step of ``training.method`` imitation or backprop (fitness = the
+        meta-loss)."""
         g = state.generation
         start = time.perf_counter()
         es_state, loss, acc = self.strategy.algorithm.update(
@@ -210,8 +213,8 @@ class Trainer:
         loss = float(loss)
         if not math.isfinite(loss):
             raise FloatingPointError(
-                f"generation {g}: the imitation loss is {loss}; lower training.learning_rate "
-                "or training.imitation_learning_rate and resume from the last checkpoint."
+                f"generation {g}: the meta-loss is {loss}; lower training.learning_rate "
+                "(or training.imitation_learning_rate) and resume from the last checkpoint."
             )
         norm = optax.tree.norm(es_state["params"])
         row = {"generation": g, "fitness_mean": loss, "fitness_min": loss, "fitness_max": loss,

@@ -53,6 +53,9 @@ def learner_file_meta(info: dict[str, Any], params: dict[str, Any], generation: 
         "model": model,
         "num_inputs": int(info["num_features"]),
         "num_outputs": int(info["num_outputs"]),
+        # task.per_dataset_outputs: meta-trained with each episode's outputs limited to its
+        # dataset's classes, so a learner of k classes masks the outputs beyond k.
+        "per_dataset_outputs": bool(task.get("per_dataset_outputs", False)),
         "input": {
             "preprocess": task.get("preprocess", {}),
             "stats": info.get("input_stats", []),
@@ -89,6 +92,9 @@ class LearnerFile:
     stats: tuple[tuple[str, float, float], ...]  # (dataset, mean, std) behind 'dataset' normalize
     info: dict[str, Any]  # the file's whole metadata
     example_shape: tuple[int, ...] | None = None  # a preprocessed training example, unflattened
+    # Meta-trained with per-dataset outputs (task.per_dataset_outputs): learning k classes, the
+    # outputs beyond k are masked out of the learner's softmax and error, as in meta-training.
+    per_dataset_outputs: bool = False
 
     @property
     def learner(self) -> Learner:
@@ -137,6 +143,14 @@ def read_learner_file(path: str | Path) -> tuple[dict[str, np.ndarray], LearnerF
             stats, example_shape = meta.get("input_stats") or [], meta.get("example_shape")
         config = config_from_dict(tree)
         build_learner(config.model.learner, config)  # a learner this installation knows
+        if kind == FORMAT:  # files exported before the key existed: the run's config says
+            run_task = _mapping(_mapping(meta.get("config"), "config").get("task"), "config.task")
+            per_dataset = meta.get("per_dataset_outputs",
+                                   run_task.get("per_dataset_outputs", False))
+        else:
+            per_dataset = config.task.per_dataset_outputs
+        if not isinstance(per_dataset, bool):
+            raise ValueError(f"per_dataset_outputs is {per_dataset!r}, not true or false")
         sizes = meta.get("num_inputs", meta.get("num_features")), meta.get("num_outputs")
         if not all(isinstance(n, int) and not isinstance(n, bool) and 0 < n < 2**24
                    for n in sizes):
@@ -150,6 +164,7 @@ def read_learner_file(path: str | Path) -> tuple[dict[str, np.ndarray], LearnerF
                          _finite(s["mean"]), _finite(s["std"])) for s in stats),
             info=meta,
             example_shape=(tuple(int(d) for d in example_shape) if example_shape else None),
+            per_dataset_outputs=per_dataset,
         )
     except (UserError, KeyError, TypeError, ValueError, AttributeError) as err:
         raise LearnerError(
