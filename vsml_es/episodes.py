@@ -84,10 +84,7 @@ def start_episode(
     k_spec, k_learner = jax.random.split(key)
     spec = task.episode(k_spec)
     live = live_outputs(task, spec) if learner.masks_outputs else None
-    if live is None:
-        init, step = learner.make(params, task.num_features, task.num_outputs)
-    else:
-        init, step = learner.make(params, task.num_features, task.num_outputs, live=live)
+    init, step = learner.make_for(params, task, live)
     return init, step, k_learner, spec, live
 
 

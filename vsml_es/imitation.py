@@ -77,8 +77,8 @@ def imitation_episode(
     """(imitation loss, online accuracy) of one episode; the stream is ``online_episode``'s."""
     k_spec, k_learner = jax.random.split(key)
     spec = task.episode(k_spec)
-    init, step = learner.make(params, task.num_features, task.num_outputs)
-    t_init, t_step = target.make(target_params, task.num_features, task.num_outputs)
+    init, step = learner.make_for(params, task)
+    t_init, t_step = target.make_for(target_params, task)
     states = (init(k_learner), t_init(k_learner))
     _, (errs, correct) = imitate_steps(step, t_step, states, task, data, spec,
                                        jnp.arange(task.episode_length), loss, task_weight)
@@ -139,8 +139,8 @@ def _fresh(method: Imitation, params: Params, key: jax.Array, t: jax.Array) -> C
     ``online_episode``, so the stream is the one ES and the meta-test would draw)."""
     task = method.task
     k_learner = jax.random.split(key)[1]
-    init, _ = method.learner.make(params, task.num_features, task.num_outputs)
-    t_init, _ = method.target.make(method.target_params, task.num_features, task.num_outputs)
+    init, _ = method.learner.make_for(params, task)
+    t_init, _ = method.target.make_for(method.target_params, task)
     return Carry(key, t, init(k_learner), t_init(k_learner))
 
 
@@ -162,9 +162,8 @@ def _carried_episode(method: Imitation, params: Params, carry: Carry, new_key: j
     carry = jax.tree.map(lambda a, b: jnp.where(restart, a, b), fresh, carry)
     long_task = method.task.with_episode_length(method.horizon)
     spec = long_task.episode(jax.random.split(carry.key)[0])
-    _, step = method.learner.make(params, long_task.num_features, long_task.num_outputs)
-    _, t_step = method.target.make(method.target_params, long_task.num_features,
-                                   long_task.num_outputs)
+    _, step = method.learner.make_for(params, long_task)
+    _, t_step = method.target.make_for(method.target_params, long_task)
     # Truncated backprop: the carried state is a constant of this step's loss.
     start = (jax.lax.stop_gradient(carry.state), carry.target_state)
     ts = carry.t + jnp.arange(method.task.episode_length)
