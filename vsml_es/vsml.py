@@ -314,29 +314,41 @@ def _normed_messages(
     return jnp.mean(fwd_ab, axis=1), bwd
 
 
-def _backward_routing(size: int, n_out: int, kernel: int, stride: int,
-                      mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Along one spatial axis, for input position x and slot j < kernel: the output position
-    and kernel index whose backward message reaches x, and whether it counts (1.0 or 0.0).
+def _forward_routing(size: int, n_out: int, kernel: int, stride: int) -> np.ndarray:
+    """[n_out, kernel, size] 0/1: output position p's kernel slot j reads input position
+    p * stride + j - kernel // 2 (official: the messages zero-padded by kernel // 2, then
+    gathered at p * stride + j); slots beyond the border read nothing (a zero message)."""
+    route = np.zeros((n_out, kernel, size), np.float32)
+    for p in range(n_out):
+        for j in range(kernel):
+            x = p * stride + j - kernel // 2
+            if 0 <= x < size:
+                route[p, j, x] = 1.0
+    return route
 
-    official (vsml_layers.conv): idx0 = x + j - 1, kernel index kernel - 1 - j, counted where
-    idx0 >= 0, idx0 < size // stride and idx0 % stride == 0, from output idx0 // stride. The
-    offset 1 is kernel // 2 only for kernel 3, and ``idx0 < size // stride`` drops every
-    output p >= size / stride**2 at strides above 1 (the paper's configs: kernel 3; stride 2
-    only in stacked conv layers, array/conv.yaml's 3-conv). full: offset kernel // 2 and every
-    output position, the exact transpose of the forward gather.
+
+def _backward_routing(size: int, n_out: int, kernel: int, stride: int, mode: str) -> np.ndarray:
+    """[size, n_out, kernel] 0/1: which (output position, kernel slot) backward messages input
+    position x sums (the layer then divides by kernel per axis: a mean over slots in which
+    empty slots count as zeros).
+
+    official (vsml_layers.conv): x's slot j reads output clip(idx0, 0, size - 1) // stride at
+    kernel slot kernel - 1 - j, idx0 = x + j - 1, where idx0 >= 0, idx0 < size // stride and
+    idx0 % stride == 0. The offset 1 is kernel // 2 only for kernel 3, and ``idx0 < size //
+    stride`` drops every output p >= size / stride**2 at strides above 1 (the paper's configs
+    use kernel 3; stride 2 reaches a conv layer below only in array/conv.yaml's 3-conv).
+    full: the transpose of ``_forward_routing``, every output position with offset
+    kernel // 2.
     """
-    x = np.arange(size)[:, None]
-    j = np.arange(kernel)[None, :]
-    if mode == "official":
-        idx0 = x + j - 1
-        valid = (idx0 >= 0) & (idx0 < size // stride) & (idx0 % stride == 0)
-    else:
-        idx0 = x + j - kernel // 2
-        valid = (idx0 >= 0) & (idx0 % stride == 0) & (idx0 // stride < n_out)
-    pos = np.clip(idx0, 0, size - 1) // stride
-    kidx = np.broadcast_to(kernel - 1 - j, idx0.shape)
-    return pos, kidx, valid.astype(np.float32)
+    if mode != "official":
+        return np.transpose(_forward_routing(size, n_out, kernel, stride), (2, 0, 1))
+    route = np.zeros((size, n_out, kernel), np.float32)
+    for x in range(size):
+        for j in range(kernel):
+            idx0 = x + j - 1
+            if 0 <= idx0 < size // stride and idx0 % stride == 0:
+                route[x, min(idx0, size - 1) // stride, kernel - 1 - j] += 1.0
+    return route
 
 
 def conv_layer_ticks(
@@ -353,19 +365,19 @@ def conv_layer_ticks(
     fwd_in [in_h*in_w*in_c, m] and bwd_in [out_h*out_w*out_c, m] are row-major flattened
     images. Forward output: at each p and out channel, the mean over kernel positions and in
     channels; backward output: the mean over out channels, routed back to input positions
-    (``_backward_routing``) and divided by k*k (out-of-range slots count as zeros).
+    (``_backward_routing``) and divided by k*k. Routing is by 0/1 matrices (two small
+    matmuls), which XLA compiles far faster than gathers.
     """
     g, m = geom, fwd_in.shape[-1]
     k, s = g.kernel, state.h.shape[-1]
     w = params["lstm_w"]
     w_f, w_g, w_h = w[:m], w[m : 2 * m], w[2 * m :]
-    # W_f·f per input position, then gathered: a zero-padded message gives W_f·0 = 0.
+    # W_f·f per input position, then routed: a zero-padded message gives W_f·0 = 0.
     x_f = jnp.matmul(fwd_in, w_f, precision=PRECISION).reshape(g.in_h, g.in_w, g.in_c, 4 * s)
-    pad = k // 2
-    x_f = jnp.pad(x_f, ((pad, pad), (pad, pad), (0, 0), (0, 0)))
-    rows = (np.arange(g.out_h) * g.stride)[:, None] + np.arange(k)[None, :]  # [out_h, k]
-    cols = (np.arange(g.out_w) * g.stride)[:, None] + np.arange(k)[None, :]  # [out_w, k]
-    from_fwd = x_f[rows[:, None, :, None], cols[None, :, None, :]]  # [oh, ow, k, k, ic, 4s]
+    fwd_h = _forward_routing(g.in_h, g.out_h, k, g.stride)
+    fwd_w = _forward_routing(g.in_w, g.out_w, k, g.stride)
+    from_fwd = jnp.einsum("pja,qlb,abif->pqjlif", fwd_h, fwd_w, x_f,
+                          precision=PRECISION)  # [oh, ow, k, k, ic, 4s]
     from_bwd = jnp.matmul(bwd_in, w_g, precision=PRECISION) + params["lstm_b"]
     from_bwd = from_bwd.reshape(g.out_h, g.out_w, g.out_c, 4 * s)
     h, c = state
@@ -387,12 +399,9 @@ def conv_layer_ticks(
                          precision=PRECISION) + params["fwd_b"]  # [oh, ow, oc, m]
         gb = jnp.matmul(jnp.mean(h_p, axis=5), params["bwd_w"],
                         precision=PRECISION) + params["bwd_b"]  # [oh, ow, k, k, ic, m]
-    pos_h, kid_h, val_h = _backward_routing(g.in_h, g.out_h, k, g.stride, backward)
-    pos_w, kid_w, val_w = _backward_routing(g.in_w, g.out_w, k, g.stride, backward)
-    routed = gb[pos_h[:, :, None, None], pos_w[None, None, :, :],
-                kid_h[:, :, None, None], kid_w[None, None, :, :]]  # [ih, k, iw, k, ic, m]
-    mask = val_h[:, :, None, None] * val_w[None, None, :, :]
-    bwd = jnp.einsum("ajbl,ajblim->abim", mask, routed, precision=PRECISION) / (k * k)
+    bwd_h = _backward_routing(g.in_h, g.out_h, k, g.stride, backward)
+    bwd_w = _backward_routing(g.in_w, g.out_w, k, g.stride, backward)
+    bwd = jnp.einsum("apj,bql,pqjlim->abim", bwd_h, bwd_w, gb, precision=PRECISION) / (k * k)
     return LayerState(h, c), fwd.reshape(g.n_out, m), bwd.reshape(g.n_in, m)
 
 
