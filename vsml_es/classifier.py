@@ -17,7 +17,7 @@ import dataclasses
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -86,17 +86,26 @@ def _inputs(x: jax.Array, matrix: jax.Array, pipe: _Pipeline) -> jax.Array:
     return x
 
 
+class _Sizes(NamedTuple):
+    """The network's sizes (what ``Learner.make_for`` reads): conv VSML layers see the flat
+    inputs as the learner file's training example shape."""
+
+    num_features: int
+    num_outputs: int
+    input_shape: tuple[int, ...]
+
+
 @partial(jax.jit, static_argnames=("learner", "sizes"))
-def _init(params: Any, key: jax.Array, learner: Learner, sizes: tuple[int, int]) -> Any:
-    init, _ = learner.make(params, *sizes)
+def _init(params: Any, key: jax.Array, learner: Learner, sizes: _Sizes) -> Any:
+    init, _ = learner.make_for(params, sizes)
     return init(key)
 
 
 @partial(jax.jit, static_argnames=("learner", "sizes", "pipe"))
-def _learn(params, state, xs, ys, mask, matrix, learner: Learner, sizes: tuple[int, int],
+def _learn(params, state, xs, ys, mask, matrix, learner: Learner, sizes: _Sizes,
            pipe: _Pipeline):
     """Predict-then-learn over the rows in order; padding rows (mask False) are skipped."""
-    _, step = learner.make(params, *sizes)
+    _, step = learner.make_for(params, sizes)
 
     def body(state, row):
         x, y, keep = row
@@ -111,10 +120,10 @@ def _learn(params, state, xs, ys, mask, matrix, learner: Learner, sizes: tuple[i
 
 
 @partial(jax.jit, static_argnames=("learner", "sizes", "pipe"))
-def _predict_logits(params, state, xs, matrix, learner: Learner, sizes: tuple[int, int],
+def _predict_logits(params, state, xs, matrix, learner: Learner, sizes: _Sizes,
                     pipe: _Pipeline):
     """Logits of each row from the current state; the state is not changed (no learning)."""
-    _, step = learner.make(params, *sizes)
+    _, step = learner.make_for(params, sizes)
     return jax.vmap(lambda x: step(state, _inputs(x, matrix, pipe), jnp.int32(0))[1])(xs)
 
 
@@ -179,7 +188,7 @@ class OnlineClassifier(ClassifierMixin, BaseEstimator):
         self._normalize = normalize
         self._params = jax.tree.map(jnp.asarray, self.params)
         self._learner = spec.learner
-        self._sizes = (spec.num_inputs, spec.num_outputs)
+        self._sizes = _Sizes(spec.num_inputs, spec.num_outputs, spec.example_shape or ())
         self.reset()
 
     # -- sizes and info ------------------------------------------------------------------------
