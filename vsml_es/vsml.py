@@ -370,8 +370,7 @@ def conv_layer_ticks(
     """
     g, m = geom, fwd_in.shape[-1]
     k, s = g.kernel, state.h.shape[-1]
-    w = params["lstm_w"]
-    w_f, w_g, w_h = w[:m], w[m : 2 * m], w[2 * m :]
+    w_f, w_g, w_h = jnp.split(params["lstm_w"], [m, 2 * m])  # rows: forward, backward, h
     # W_f·f per input position, then routed: a zero-padded message gives W_f·0 = 0.
     x_f = jnp.matmul(fwd_in, w_f, precision=PRECISION).reshape(g.in_h, g.in_w, g.in_c, 4 * s)
     fwd_h = _forward_routing(g.in_h, g.out_h, k, g.stride)
@@ -388,17 +387,17 @@ def conv_layer_ticks(
         h_p, c_p = lstm_cell(z, c[None, None])  # [oh, ow, k, k, ic, oc, s]
         h, c = jnp.mean(h_p, axis=(0, 1)), jnp.mean(c_p, axis=(0, 1))
     if "fwd_ln_scale" in params:  # per connection and position, normalized, then averaged
-        fwd_conn = jnp.matmul(h_p, params["fwd_w"], precision=PRECISION) + params["fwd_b"]
-        bwd_conn = jnp.matmul(h_p, params["bwd_w"], precision=PRECISION) + params["bwd_b"]
+        fwd_conn = params["fwd_b"] + jnp.matmul(h_p, params["fwd_w"], precision=PRECISION)
+        bwd_conn = params["bwd_b"] + jnp.matmul(h_p, params["bwd_w"], precision=PRECISION)
         fwd = jnp.mean(layer_norm(fwd_conn, params["fwd_ln_scale"], params["fwd_ln_offset"]),
                        axis=(2, 3, 4))
         gb = jnp.mean(layer_norm(bwd_conn, params["bwd_ln_scale"], params["bwd_ln_offset"]),
                       axis=5)
     else:  # messages are linear in h: reduce h first
-        fwd = jnp.matmul(jnp.mean(h_p, axis=(2, 3, 4)), params["fwd_w"],
-                         precision=PRECISION) + params["fwd_b"]  # [oh, ow, oc, m]
-        gb = jnp.matmul(jnp.mean(h_p, axis=5), params["bwd_w"],
-                        precision=PRECISION) + params["bwd_b"]  # [oh, ow, k, k, ic, m]
+        fwd = params["fwd_b"] + jnp.matmul(jnp.mean(h_p, axis=(2, 3, 4)), params["fwd_w"],
+                                           precision=PRECISION)  # [oh, ow, oc, m]
+        gb = params["bwd_b"] + jnp.matmul(jnp.mean(h_p, axis=5), params["bwd_w"],
+                                          precision=PRECISION)  # [oh, ow, k, k, ic, m]
     bwd_h = _backward_routing(g.in_h, g.out_h, k, g.stride, backward)
     bwd_w = _backward_routing(g.in_w, g.out_w, k, g.stride, backward)
     bwd = jnp.einsum("apj,bql,pqjlim->abim", bwd_h, bwd_w, gb, precision=PRECISION) / (k * k)
