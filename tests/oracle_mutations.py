@@ -250,7 +250,9 @@ def short(test: str) -> str:
             .replace("test_option_episode_matches_oracle", "options")
             .replace("test_masked_outputs_match_oracle_of_dataset_width", "masked")
             .replace("test_conv_episode_matches_oracle", "conv")
-            .replace("test_conv_initial_states_follow_official_init", "conv_initial_states"))
+            .replace("test_conv_initial_states_follow_official_init", "conv_initial_states")
+            .replace("test_conv_layerwise_params_have_one_set_per_layer",
+                     "conv_layerwise_params"))
 
 
 def run(root: Path, ids: set[str], select: str = "") -> list[tuple[str, str, str]]:

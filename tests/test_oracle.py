@@ -460,3 +460,15 @@ def test_conv_initial_states_follow_official_init() -> None:
     assert dense_c.shape[:2] == (6 * 6 * 40, 4)
     assert abs(dense_c[..., :half].std() / (oracle.initial_cell_std(1440)
                                              * oracle.truncated_std()) - 1) < 0.03
+
+
+def test_conv_layerwise_params_have_one_set_per_layer() -> None:
+    """Layer-wise LSTMs with conv layers: the ES starting point has one LSTM set per VSML layer,
+    conv layers included (official layerwise_rnns: one SubRNN per layer spec), in the layout the
+    oracle reads; a missing set would be read silently clamped to the last one."""
+    model, _ = conv_configs("conv-layerwise-separate")
+    params = VsmlLearner(model).init_params(jax.random.key(0), 25, 3)
+    want = option_params(0, model)
+    assert {k: tuple(v.shape) for k, v in params.items()} == {
+        k: np.shape(v) for k, v in want.items()}
+    assert next(iter(params.values())).shape[0] == 2  # the conv layer and the output layer
