@@ -1,6 +1,7 @@
 """Mutation check of tests/test_oracle.py: does each plausible mistake in the fast path fail it?
 
-Run ``python tests/oracle_mutations.py [ID ...]`` from the repository root. It copies the
+Run ``python tests/oracle_mutations.py [-k EXPR] [ID ...]`` from the repository root (``-k``
+selects tests as pytest's -k does, e.g. ``-k conv`` for mutations of conv-only code). It copies the
 working tree (without .git) to a temporary directory, applies one mutation at a time there,
 runs ``python -m pytest -q tests/test_oracle.py`` on the copy, and prints the markdown table
 of docs/results/oracle_mutations.md (which tests failed, i.e. caught the mutation). The
@@ -178,6 +179,66 @@ MUTATIONS = [
      "(jnp.arange(num_outputs) < live)", "(jnp.arange(num_outputs) <= live)"),
     ("mask-loss", "online loss and argmax over all outputs, dead ones too", E,
      "    if live is None:\n        return logits\n", "    if True:\n        return logits\n"),
+    # --- conv VSML layers (model.conv_layers; only conv tests run this code)
+    ("conv-kernel-flip", "conv: forward reads the mirrored kernel position", V,
+     "            x = p * stride + j - kernel // 2\n",
+     "            x = p * stride + (kernel - 1 - j) - kernel // 2\n"),
+    ("conv-pad-shift", "conv: forward padding off by one (reads one position further)", V,
+     "            x = p * stride + j - kernel // 2\n",
+     "            x = p * stride + j - kernel // 2 + 1\n"),
+    ("conv-stride-fwd", "conv: forward steps by stride + 1 between output positions", V,
+     "            x = p * stride + j - kernel // 2\n",
+     "            x = p * (stride + 1) + j - kernel // 2\n"),
+    ("conv-out-floor", "conv: output size floor(size / stride) instead of ceil", V,
+     "out_h, out_w = -(-h // conv.stride), -(-w // conv.stride)",
+     "out_h, out_w = h // conv.stride, w // conv.stride"),
+    ("conv-image-transposed", "conv: input image read transposed (width x height)", V,
+     'from_fwd = jnp.einsum("pja,qlb,abif->pqjlif", fwd_h, fwd_w, x_f,',
+     'from_fwd = jnp.einsum("pja,qlb,abif->pqjlif", fwd_h, fwd_w, jnp.swapaxes(x_f, 0, 1),'),
+    ("conv-flatten-order", "conv: output flattened channel-major instead of row-major", V,
+     "return LayerState(h, c), fwd.reshape(g.n_out, m), bwd.reshape(g.n_in, m)",
+     "return LayerState(h, c), jnp.moveaxis(fwd, 2, 0).reshape(g.n_out, m), "
+     "bwd.reshape(g.n_in, m)"),
+    ("conv-state-sum", "conv: new state summed over positions instead of averaged", V,
+     "h, c = jnp.mean(h_p, axis=(0, 1)), jnp.mean(c_p, axis=(0, 1))",
+     "h, c = jnp.sum(h_p, axis=(0, 1)), jnp.sum(c_p, axis=(0, 1))"),
+    ("conv-state-first", "conv: new state from the first output position only", V,
+     "h, c = jnp.mean(h_p, axis=(0, 1)), jnp.mean(c_p, axis=(0, 1))",
+     "h, c = h_p[0, 0], c_p[0, 0]"),
+    ("conv-fwd-sum", "conv: forward messages summed over kernel and in channels", V,
+     'fwd = params["fwd_b"] + jnp.matmul(jnp.mean(h_p, axis=(2, 3, 4)),',
+     'fwd = params["fwd_b"] + jnp.matmul(jnp.sum(h_p, axis=(2, 3, 4)),'),
+    ("conv-bwd-axis", "conv: backward message averaged over in channels, not out channels", V,
+     'gb = params["bwd_b"] + jnp.matmul(jnp.mean(h_p, axis=5),',
+     'gb = params["bwd_b"] + jnp.matmul(jnp.mean(h_p, axis=4),'),
+    ("conv-bwd-nodiv", "conv: backward messages summed over kernel slots (no / k*k)", V,
+     'precision=PRECISION) / (k * k)', 'precision=PRECISION)'),
+    ("conv-bwd-noflip", "conv: backward routing reads kernel slot j, not kernel - 1 - j", V,
+     "route[x, min(idx0, size - 1) // stride, kernel - 1 - j] += 1.0",
+     "route[x, min(idx0, size - 1) // stride, j] += 1.0"),
+    ("conv-bwd-mask-fixed", "conv: official routing without its stride mask quirk", V,
+     "if 0 <= idx0 < size // stride and idx0 % stride == 0:",
+     "if 0 <= idx0 and idx0 // stride < n_out and idx0 % stride == 0:"),
+    ("conv-bwd-offset", "conv: official routing with offset kernel // 2 instead of 1", V,
+     "            idx0 = x + j - 1\n", "            idx0 = x + j - kernel // 2\n"),
+    ("conv-full-as-official", "conv: full routing computed as the official one", V,
+     '    if mode != "official":\n', '    if False:\n'),
+    ("conv-bwd-input-pos0", "conv: every position gets output position 0's backward message",
+     V, "from_bwd[:, :, None, None, None, :, :])",
+     "from_bwd[:1, :1, None, None, None, :, :])"),
+    ("conv-ln-after-mean", "conv: LayerNorm on the averaged forward message", V,
+     'fwd = jnp.mean(layer_norm(fwd_conn, params["fwd_ln_scale"], params["fwd_ln_offset"]),\n'
+     "                       axis=(2, 3, 4))",
+     'fwd = layer_norm(jnp.mean(fwd_conn, axis=(2, 3, 4)), params["fwd_ln_scale"],\n'
+     '                       params["fwd_ln_offset"])'),
+    ("conv-init-fan", "conv: initial cell std 1/sqrt(k*k*in_c) (fan-in) instead of 1/sqrt(k)", V,
+     "weights = weights * (model.init_scale / jnp.sqrt(g.kernel))",
+     "weights = weights * (model.init_scale / jnp.sqrt(g.kernel * g.kernel * g.in_c))"),
+    ("conv-layerwise-count", "layer-wise LSTMs: conv layers not counted", V,
+     "return len(model.conv_layers) + len(model.hidden_layers) + 1",
+     "return len(model.hidden_layers) + 1"),
+    ("conv-ticks-one", "conv: one micro tick whatever the config", V,
+     "    for _ in range(ticks):  # micro ticks", "    for _ in range(1):  # micro ticks"),
 ]
 
 
@@ -187,10 +248,14 @@ def short(test: str) -> str:
             .replace("test_bounded_logits_match_oracle", "bounded_logits")
             .replace("test_initial_states_follow_official_init", "initial_states")
             .replace("test_option_episode_matches_oracle", "options")
-            .replace("test_masked_outputs_match_oracle_of_dataset_width", "masked"))
+            .replace("test_masked_outputs_match_oracle_of_dataset_width", "masked")
+            .replace("test_conv_episode_matches_oracle", "conv")
+            .replace("test_conv_initial_states_follow_official_init", "conv_initial_states")
+            .replace("test_conv_layerwise_params_have_one_set_per_layer",
+                     "conv_layerwise_params"))
 
 
-def run(root: Path, ids: set[str]) -> list[tuple[str, str, str]]:
+def run(root: Path, ids: set[str], select: str = "") -> list[tuple[str, str, str]]:
     """(id, what, tests that failed) per mutation, each applied alone to a copy of ``root``."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="vsml-mut-") as tmp:
@@ -206,7 +271,8 @@ def run(root: Path, ids: set[str]) -> list[tuple[str, str, str]]:
             (copy / path).write_text(original.replace(old, new))
             out = subprocess.run(
                 [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--tb=no",
-                 "-rf", "tests/test_oracle.py"], cwd=copy, capture_output=True, text=True)
+                 "-rf", "tests/test_oracle.py", *(["-k", select] if select else [])],
+                cwd=copy, capture_output=True, text=True)
             (copy / path).write_text(original)
             failed = re.findall(r"FAILED tests/test_oracle.py::(\S+)", out.stdout)
             caught = ", ".join(short(t) for t in failed) or f"SURVIVED (pytest rc {out.returncode})"
@@ -216,7 +282,13 @@ def run(root: Path, ids: set[str]) -> list[tuple[str, str, str]]:
 
 
 def main() -> None:
-    rows = run(Path(__file__).resolve().parents[1], set(sys.argv[1:]))
+    args = sys.argv[1:]
+    select = ""
+    if "-k" in args:
+        at = args.index("-k")
+        select = args[at + 1]
+        args = args[:at] + args[at + 2:]
+    rows = run(Path(__file__).resolve().parents[1], set(args), select)
     print("| id | mutation | caught by (failing tests) |\n|---|---|---|")
     for mid, what, caught in rows:
         print(f"| {mid} | {what} | {caught} |")

@@ -17,11 +17,17 @@ The paper's deep variants add to that layout (``sub_rnn_params`` reads it):
     fwd_ln_scale, fwd_ln_offset, bwd_ln_scale, bwd_ln_offset [m]   SubRNN's two LayerNorms
     a leading [layers] axis on every array                          layerwise_rnns
     every array again under the prefix back_                        separate_backward_rnn
+
+Conv layers (``vsml_layers.conv2d``, ``models.ConvSpec``) keep one state per kernel connection,
+``[kernel, kernel, in_channels, out_channels, s]``, and hold messages as images:
+forward ``[height, width, in_channels, m]``, backward ``[out_height, out_width, out_channels, m]``.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,7 +56,7 @@ BACKWARD_PREFIX = "back_"
 
 @dataclass(frozen=True)
 class OracleConfig:
-    """The official ``model.vsml_rnn`` switches this oracle supports (dense layers only)."""
+    """The official ``model.vsml_rnn`` switches this oracle supports."""
 
     hidden_layers: tuple[int, ...] = ()
     micro_ticks: int = MICRO_TICKS
@@ -60,16 +66,22 @@ class OracleConfig:
     layer_norm: bool = False  # model.sub_rnn.layer_norm
     layerwise_rnns: bool = False  # model.vsml_rnn.layerwise_rnns
     separate_backward_rnn: bool = False  # model.vsml_rnn.separate_backward_rnn
+    # Conv layers before the dense ones, (out_channels, kernel_size, stride) each (official
+    # layer_specs entries of type conv), on images of input_shape (height, width, channels).
+    conv_layers: tuple[tuple[int, int, int], ...] = ()
+    input_shape: tuple[int, ...] = ()
+    # official: vsml_layers.conv's backward routing as written; full: the transposed conv.
+    conv_routing: str = "official"
 
 
 @dataclass
 class LayerState:
     """models.LayerState: the LSTM states and the last messages sent to this layer."""
 
-    h: np.ndarray  # [n_in, n_out, s]
+    h: np.ndarray  # [n_in, n_out, s] (conv: [k, k, in_c, out_c, s])
     c: np.ndarray  # [n_in, n_out, s]
-    incoming_fwd: np.ndarray  # [n_in, m]
-    incoming_bwd: np.ndarray  # [n_out, m]
+    incoming_fwd: np.ndarray  # [n_in, m] (conv: [height, width, in_c, m])
+    incoming_bwd: np.ndarray  # [n_out, m] (conv: [out_height, out_width, out_c, m])
 
 
 @dataclass
@@ -90,7 +102,7 @@ class Episode:
     @property
     def next_bwd(self) -> list[np.ndarray]:
         """Each layer's backward input in the next forward tick."""
-        m = self.layers[0].incoming_fwd.shape[1]
+        m = self.layers[0].incoming_fwd.shape[-1]
         return [ls.incoming_bwd for ls in self.layers[:-1]] + [pad_slots(self.error, m)]
 
 
@@ -165,8 +177,71 @@ def dense(
 
 
 def pad_slots(values: np.ndarray, m: int) -> np.ndarray:
-    """[n, k] -> [n, m]: the k values in the first slots, zeros after (official jnp.pad)."""
-    return np.concatenate([values, np.zeros((values.shape[0], m - values.shape[1]))], axis=1)
+    """[..., k] -> [..., m]: the k values in the first slots, zeros after (official jnp.pad)."""
+    zeros = np.zeros((*values.shape[:-1], m - values.shape[-1]))
+    return np.concatenate([values, zeros], axis=-1)
+
+
+Base = Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+
+
+def conv(
+    base: Base, stride: int, routing: str, params: Params, fwd_msg: np.ndarray,
+    bwd_msg: np.ndarray, h: np.ndarray, c: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """vsml_layers.conv with reduce_fn = jnp.mean: a convolution along axis 0.
+
+    fwd_msg [width, ...], bwd_msg [out_width, ...], states [kwidth, ...]. The forward
+    messages are zero-padded by kwidth // 2 on both sides; output position p reads padded
+    positions p * stride + j (j < kwidth) and runs ``base`` on each with kernel slice j of
+    the states and its own backward message. The new states are the mean over positions of
+    what each position computed; the forward output of p the mean over j.
+    Backward output of input position x: official routing is the code as written, slot j
+    reads output position clip(x + j - 1) // stride at kernel slice kwidth - 1 - j, counted
+    if x + j - 1 >= 0, < width // stride and divisible by stride; full routing scatters
+    each (p, j) to the input position it read, p * stride + j - kwidth // 2. Either way the
+    sum is divided by kwidth (a mean over slots, empty slots counting as zeros).
+    """
+    kwidth = h.shape[0]
+    pad = kwidth // 2
+    width = fwd_msg.shape[0]
+    border = np.zeros((pad, *fwd_msg.shape[1:]))
+    padded = np.concatenate([border, fwd_msg, border])
+    starts = list(range(0, padded.shape[0] - kwidth + 1, stride))
+    fwd_out, bwd_out, h_out, c_out = [], [], [], []
+    for p, start in enumerate(starts):
+        row = [base(params, padded[start + j], bwd_msg[p], h[j], c[j]) for j in range(kwidth)]
+        fwd_out.append([r[0] for r in row])
+        bwd_out.append([r[1] for r in row])
+        h_out.append([r[2] for r in row])
+        c_out.append([r[3] for r in row])
+    fwd_pj, bwd_pj = np.array(fwd_out), np.array(bwd_out)  # [positions, kwidth, ...]
+    h_new, c_new = np.array(h_out).mean(axis=0), np.array(c_out).mean(axis=0)
+    bwd = np.zeros((width, *bwd_pj.shape[2:]))
+    if routing == "official":
+        for x in range(width):
+            for j in range(kwidth):
+                idx0 = x + j - 1
+                if idx0 >= 0 and idx0 < width // stride and idx0 % stride == 0:
+                    bwd[x] += bwd_pj[min(max(idx0, 0), width - 1) // stride, kwidth - 1 - j]
+    else:
+        for p, start in enumerate(starts):
+            for j in range(kwidth):
+                x = start + j - pad
+                if 0 <= x < width:
+                    bwd[x] += bwd_pj[p, j]
+    return fwd_pj.mean(axis=1), bwd / kwidth, h_new, c_new
+
+
+def conv2d(
+    stride: int, routing: str, params: Params, fwd_msg: np.ndarray, bwd_msg: np.ndarray,
+    h: np.ndarray, c: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """vsml_layers.conv2d: ``conv`` over the height whose base is ``conv`` over the width
+    (conv1d) whose base is ``dense`` over channels. fwd_msg [H, W, in_c, m], bwd_msg
+    [out_H, out_W, out_c, m], states [k, k, in_c, out_c, s]."""
+    conv1d = functools.partial(conv, dense, stride, routing)
+    return conv(conv1d, stride, routing, params, fwd_msg, bwd_msg, h, c)
 
 
 def tick(
@@ -187,7 +262,9 @@ def tick(
     for the next pass.
     """
     m = params["fwd_b"].shape[-1]
-    layers[0].incoming_fwd = pad_slots(x[:, None], m)
+    if cfg.conv_layers:  # the image itself, not flattened (models.VSMLRNN._tick)
+        x = x.reshape(cfg.input_shape)
+    layers[0].incoming_fwd = pad_slots(x[..., None], m)
     layers[-1].incoming_bwd = pad_slots(error, m)
     order = range(len(layers) - 1, -1, -1) if reverse else range(len(layers))
     output = np.zeros(0)
@@ -197,12 +274,17 @@ def tick(
         h, c = ls.h, ls.c
         layer_params = sub_rnn_params(params, cfg, i, reverse)
         for _ in range(cfg.micro_ticks):
-            new_fwd, new_bwd, h, c = dense(layer_params, fwd_msg, bwd_msg, h, c)
+            if i < len(cfg.conv_layers):
+                stride = cfg.conv_layers[i][2]
+                new_fwd, new_bwd, h, c = conv2d(stride, cfg.conv_routing, layer_params,
+                                                fwd_msg, bwd_msg, h, c)
+            else:
+                new_fwd, new_bwd, h, c = dense(layer_params, fwd_msg, bwd_msg, h, c)
         ls.h, ls.c = h, c
-        if i > 0:
-            layers[i - 1].incoming_bwd = new_bwd
+        if i > 0:  # reshaped to what the receiver holds (conv: an image)
+            layers[i - 1].incoming_bwd = new_bwd.reshape(layers[i - 1].incoming_bwd.shape)
         if i < len(layers) - 1:
-            layers[i + 1].incoming_fwd = new_fwd
+            layers[i + 1].incoming_fwd = new_fwd.reshape(layers[i + 1].incoming_fwd.shape)
         else:
             output = np.tanh(new_fwd[:, OUTPUT_IDX] / cfg.output_bound) * cfg.output_bound
     return output
@@ -230,14 +312,15 @@ def run_episode(
     """
     params = {k: np.asarray(v, np.float64) for k, v in params.items()}
     m = params["fwd_b"].shape[-1]
+    shapes = message_shapes(cfg, initial)
     layers = [
         LayerState(
             h=np.array(h, np.float64),
             c=np.array(c, np.float64),
-            incoming_fwd=np.zeros((h.shape[0], m)),
-            incoming_bwd=np.zeros((h.shape[1], m)),
+            incoming_fwd=np.zeros((*fwd_shape, m)),
+            incoming_bwd=np.zeros((*bwd_shape, m)),
         )
-        for h, c in initial
+        for (h, c), (fwd_shape, bwd_shape) in zip(initial, shapes, strict=True)
     ]
     n_out = layers[-1].h.shape[1]
     error = np.zeros((n_out, 2))
@@ -256,8 +339,34 @@ def run_episode(
     return Episode(np.array(logits), np.array(losses), layers, error)
 
 
+def conv_specs(cfg: OracleConfig) -> list[tuple[tuple[int, int, int], tuple[int, int, int]]]:
+    """models.complete_specs for conv layers: ((in_h, in_w, in_c), (out_h, out_w, out_c)),
+    out = ceil(in / stride)."""
+    specs = []
+    shape = tuple(cfg.input_shape)
+    for channels, _, stride in cfg.conv_layers:
+        out = (int(np.ceil(shape[0] / stride)), int(np.ceil(shape[1] / stride)), channels)
+        specs.append((shape, out))
+        shape = out
+    return specs
+
+
+def message_shapes(
+    cfg: OracleConfig, initial: list[tuple[np.ndarray, np.ndarray]]
+) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """models.VSMLRNN._create_layer_state: the (incoming forward, incoming backward) message
+    shapes of every layer without the message axis: images for conv, vectors for dense."""
+    convs = conv_specs(cfg)
+    return [convs[i] if i < len(convs) else ((h.shape[0],), (h.shape[1],))
+            for i, (h, _) in enumerate(initial)]
+
+
 def layer_sizes(cfg: OracleConfig, n_in: int, n_out: int) -> list[tuple[int, int]]:
-    """models.complete_specs for dense layers: (in_size, out_size) of each layer."""
+    """models.complete_specs for dense layers: (in_size, out_size) of each layer (after the
+    conv layers: the first dense layer's input is the last conv's flattened output)."""
+    convs = conv_specs(cfg)
+    if convs:
+        n_in = math.prod(convs[-1][1])
     sizes = [n_in, *cfg.hidden_layers, n_out]
     return list(zip(sizes[:-1], sizes[1:], strict=True))
 
@@ -291,3 +400,27 @@ def initial_states(
         c = np.concatenate([draw * initial_cell_std(n_in), np.zeros((n_in, n_out, s - k))], -1)
         states.append((np.zeros((n_in, n_out, s)), c))
     return states
+
+
+def initial_conv_states(
+    rng: np.random.Generator, cfg: OracleConfig, s: int = STATE_SIZE
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """models.SubRNN.initial_state for ConvSpec: initial_vsml_state of shape (k, k, in_c,
+    out_c); its std 1/sqrt(shape[0]) is 1/sqrt(kernel_size) (see ``initial_conv_std``)."""
+    states = []
+    for (_, kernel, _), ((_, _, in_c), (_, _, out_c)) in zip(cfg.conv_layers, conv_specs(cfg),
+                                                             strict=True):
+        shape = (kernel, kernel, in_c, out_c)
+        k = int(s * INIT_RAND_PROPORTION)
+        draw = rng.standard_normal((*shape, k))
+        while np.any(bad := np.abs(draw) > TRUNCATION):
+            draw[bad] = rng.standard_normal(int(bad.sum()))
+        c = np.concatenate([draw * initial_conv_std(kernel), np.zeros((*shape, s - k))], -1)
+        states.append((np.zeros((*shape, s)), c))
+    return states
+
+
+def initial_conv_std(kernel: int) -> float:
+    """recurrent.CustomLSTM._initializer: 1/sqrt(shape[0]); a conv state's shape[0] is the
+    kernel size (not its fan-in, k * k * in_channels)."""
+    return 1.0 / math.sqrt(kernel)

@@ -36,10 +36,23 @@ def run_cli(capsys, *args: str) -> tuple[int, str]:
         ("task.fitness=best", ["'task.fitness' is 'best'", "mean_loss, last_loss"]),
         ("training.strategy_kwargs={bogus: 1}", ["does not accept", "bogus"]),
         ("model.state_size=15", ["'model.state_size' must be even"]),
+        # conv VSML layers (issue 13 item 5)
+        ("model.conv_layers=[{channels: 4, kernel: 4}]",
+         ["'model.conv_layers[0].kernel' is 4", "odd kernel"]),
+        ("model.conv_layers=[{channels: 4, stride: 0}]",
+         ["'model.conv_layers[0].stride' must be positive"]),
+        ("model.conv_layers=[{chanels: 4}]",
+         ["Unknown config key 'model.conv_layers[0].chanels'", "Did you mean 'channels'"]),
+        ("model.conv_layers=[8]", ["'model.conv_layers[0]' must be a mapping", "channels"]),
+        ("model.conv_layers=[{channels: 0}]", ["'model.conv_layers[0].channels' must be"]),
+        ("model.conv_backward=exact", ["'model.conv_backward' is 'exact'", "official, full"]),
+        ("task.dataset=mnist1d", ["model.conv_layers needs image-shaped data",
+                                  "'mnist1d' (task.dataset)", "shape (40,)"]),
     ],
 )
 def test_config_errors_exit_2_with_clear_message(capsys, override: str, expected: list[str]):
-    code, err = run_cli(capsys, "train", str(QUICKSTART), "--set", override)
+    conv = ["--set", "model.conv_layers=[{channels: 2}]"] if override.startswith("task.") else []
+    code, err = run_cli(capsys, "train", str(QUICKSTART), *conv, "--set", override)
     assert code == 2
     assert err.startswith("error: ")
     assert "Traceback" not in err
@@ -117,3 +130,21 @@ def test_every_shipped_experiment_validates(path):
         assert config.name.startswith("datasets-") and config.task.num_classes == 47
         assert config.training.population_size == 2048
         assert (config.task.dataset != "digits") or config.task.mixture
+
+
+def test_conv_layers_parse_and_round_trip():
+    """model.conv_layers is a list of mappings; a stored config reads back the same."""
+    from vsml_es.config import ConvLayerConfig, config_from_dict, config_to_dict
+    from vsml_es.errors import DatasetError
+
+    config = load_experiment(QUICKSTART, ["model.conv_layers=[{channels: 4, stride: 2}, "
+                                          "{channels: 2, kernel: 5}]"])
+    assert config.model.conv_layers == (ConvLayerConfig(4, 3, 2), ConvLayerConfig(2, 5, 1))
+    assert config_from_dict(config_to_dict(config)) == config
+    hash(config.model)  # a jit static argument
+    with pytest.raises(ConfigError, match="conv layers are VSML layers"):
+        load_experiment(QUICKSTART, ["model.conv_layers=[{channels: 2}]",
+                                     "model.learner=hebbian"])
+    with pytest.raises(DatasetError, match="metatest.datasets\\[0\\]"):
+        load_experiment(QUICKSTART, ["model.conv_layers=[{channels: 2}]",
+                                     "metatest.datasets=[mnist1d:test]"])

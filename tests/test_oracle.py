@@ -20,7 +20,7 @@ import numpy as np
 import oracle_vsml as oracle
 import pytest
 
-from vsml_es.config import ModelConfig
+from vsml_es.config import ConvLayerConfig, ModelConfig
 from vsml_es.episodes import run_online
 from vsml_es.learners.vsml import VsmlLearner
 
@@ -81,6 +81,14 @@ def to_oracle_layout(a: jax.Array) -> np.ndarray:
     return np.transpose(np.asarray(a, np.float64), (2, 1, 0))
 
 
+class Sizes(NamedTuple):
+    """What ``Learner.make_for`` reads of a task."""
+
+    num_features: int
+    num_outputs: int
+    input_shape: tuple[int, ...]
+
+
 class FastEpisode(NamedTuple):
     logits: np.ndarray
     losses: np.ndarray
@@ -90,15 +98,15 @@ class FastEpisode(NamedTuple):
 
 
 def run_fast(model: ModelConfig, params: dict[str, Any], xs: np.ndarray, ys: np.ndarray,
-             n_out: int, seed: int, live: int | None = None) -> FastEpisode:
+             n_out: int, seed: int, live: int | None = None,
+             input_shape: tuple[int, ...] = ()) -> FastEpisode:
     """The learner as ES runs it: per-step logits, online losses, first and last states.
-    With ``live``, per-dataset outputs: ``n_out`` wide, the first ``live`` used."""
+    With ``live``, per-dataset outputs: ``n_out`` wide, the first ``live`` used. With conv
+    layers the learner is made as the episode code makes it for a task of ``input_shape``."""
     live_count = None if live is None else jnp.int32(live)
     jparams = {k: jnp.asarray(v) for k, v in params.items()}
-    if live_count is None:
-        init, step = VsmlLearner(model).make(jparams, xs.shape[1], n_out)
-    else:
-        init, step = VsmlLearner(model).make(jparams, xs.shape[1], n_out, live=live_count)
+    task = Sizes(xs.shape[1], n_out, input_shape)
+    init, step = VsmlLearner(model).make_for(jparams, task, live_count)
     net0 = init(jax.random.key(seed))
 
     @jax.jit
@@ -111,7 +119,11 @@ def run_fast(model: ModelConfig, params: dict[str, Any], xs: np.ndarray, ys: np.
     logits, losses, final = episode(net0, jnp.asarray(xs), jnp.asarray(ys))
 
     def layers(net: Any) -> list[tuple[np.ndarray, np.ndarray]]:
-        return [(to_oracle_layout(ls.h), to_oracle_layout(ls.c)) for ls in net.layers]
+        # Conv layers keep the official layout [k, k, in_c, out_c, s] in the fast path too.
+        return [(np.asarray(ls.h, np.float64), np.asarray(ls.c, np.float64))
+                if li < len(model.conv_layers)
+                else (to_oracle_layout(ls.h), to_oracle_layout(ls.c))
+                for li, ls in enumerate(net.layers)]
 
     return FastEpisode(np.asarray(logits), np.asarray(losses), layers(net0), layers(final),
                        [np.asarray(p) for p in final.pending])
@@ -227,7 +239,7 @@ def option_params(seed: int, model: ModelConfig) -> dict[str, Any]:
     """Random parameters in the layout of ``model``'s options: one ``random_params`` set per
     layer (layerwise) and per pass (separate backward LSTM), LayerNorm scales near 1 and
     offsets near 0 but far enough from them that a dropped or swapped term shows."""
-    layers = len(model.hidden_layers) + 1
+    layers = len(model.conv_layers) + len(model.hidden_layers) + 1
     passes = ["", "back_"] if model.separate_backward_lstm else [""]
     params: dict[str, Any] = {}
     for pi, prefix in enumerate(passes):
@@ -261,6 +273,7 @@ def check_matches(fast: FastEpisode, want: oracle.Episode, live: int | None = No
         np.testing.assert_allclose(c, c_want, **TOL, err_msg=f"final c of layer {li}")
     for li, (got, expected) in enumerate(zip(fast.next_bwd, want.next_bwd, strict=True)):
         got = got[cut] if li == last else got
+        expected = expected.reshape(-1, expected.shape[-1])  # a conv layer's: an image
         np.testing.assert_allclose(got, expected, **TOL, err_msg=f"next bwd input of {li}")
 
 
@@ -353,3 +366,109 @@ def test_masked_outputs_match_oracle_of_dataset_width(name: str) -> None:
     # The dead outputs really are there: unmasked, the wide network predicts otherwise.
     unmasked = run_fast(model, params, xs, ys, wide, seed + 2)
     assert np.abs(unmasked.logits[:, :live] - want.logits).max() > 1e-3
+
+
+# --- conv VSML layers (issue 13 item 5)
+
+# Each: input image (H, W, C), conv layers (channels, kernel, stride), the dense hidden layers,
+# outputs, and the switches. conv-bwd-ln-label is the official conv.yaml (conv k3 s2 -> dense,
+# backward pass, label, LayerNorm); conv2-* stack two convs as array/conv.yaml's 3-conv does,
+# so a conv layer's backward message reaches the conv below it, where the official routing
+# (stride mask, offset 1) and the full transposed conv differ.
+CONV_EPISODES: dict[str, dict[str, Any]] = {
+    "conv-bwd-ln-label": dict(image=(5, 5, 1), convs=((2, 3, 2),), backward_pass=True,
+                              feed_label=True, layer_norm=True),
+    "conv-nobwd": dict(image=(5, 5, 1), convs=((2, 3, 2),)),
+    "conv-s1-hidden-bwd": dict(image=(3, 3, 2), convs=((2, 3, 1),), hidden=(3,),
+                               backward_pass=True, micro_ticks=1),
+    "conv2-bwd-official": dict(image=(5, 5, 1), convs=((2, 3, 2), (2, 3, 2)),
+                               backward_pass=True, feed_label=True, micro_ticks=1),
+    "conv2-bwd-full": dict(image=(5, 5, 1), convs=((2, 3, 2), (2, 3, 2)), backward_pass=True,
+                           feed_label=True, micro_ticks=1, routing="full"),
+    "conv2-label-official": dict(image=(5, 5, 1), convs=((2, 3, 2), (2, 3, 2)),
+                                 feed_label=True, micro_ticks=1),
+    "conv2-k5-ln-full": dict(image=(3, 3, 1), convs=((2, 3, 1), (1, 5, 1)), backward_pass=True,
+                             micro_ticks=1, layer_norm=True, routing="full"),
+    "conv2-k1-official": dict(image=(3, 3, 1), convs=((2, 3, 1), (2, 1, 1)),
+                              backward_pass=True, micro_ticks=1),
+    "conv-layerwise-separate": dict(image=(5, 5, 1), convs=((2, 3, 2),), backward_pass=True,
+                                    micro_ticks=1, layerwise=True, separate=True),
+}
+
+
+def conv_configs(name: str) -> tuple[ModelConfig, oracle.OracleConfig]:
+    case = {"hidden": (), "backward_pass": False, "feed_label": False, "micro_ticks": 2,
+            "layer_norm": False, "routing": "official", "layerwise": False, "separate": False,
+            **CONV_EPISODES[name]}
+    switches = {k: case[k] for k in ("backward_pass", "feed_label", "micro_ticks",
+                                     "layer_norm")}
+    model = ModelConfig(
+        hidden_layers=case["hidden"], layerwise_lstms=case["layerwise"],
+        separate_backward_lstm=case["separate"], conv_backward=case["routing"],
+        conv_layers=tuple(ConvLayerConfig(c, k, st) for c, k, st in case["convs"]), **switches)
+    cfg = oracle.OracleConfig(
+        hidden_layers=case["hidden"], layerwise_rnns=case["layerwise"],
+        separate_backward_rnn=case["separate"], conv_layers=case["convs"],
+        input_shape=case["image"], conv_routing=case["routing"], **switches)
+    return model, cfg
+
+
+@pytest.mark.parametrize("name", list(CONV_EPISODES))
+def test_conv_episode_matches_oracle(name: str) -> None:
+    """Conv VSML layers (official vsml_layers.conv2d) in whole episodes against the oracle;
+    the trajectory is not trivial, and in stacked convs the backward routing is exercised:
+    the oracle with the other routing predicts otherwise."""
+    model, cfg = conv_configs(name)
+    n_out = 3
+    seed = 80 + sorted(CONV_EPISODES).index(name)
+    params = option_params(seed, model)
+    xs, ys = stream(seed + 1, int(np.prod(cfg.input_shape)), n_out)
+    fast = run_fast(model, params, xs, ys, n_out, seed + 2, input_shape=cfg.input_shape)
+    want = oracle.run_episode(params, cfg, xs, ys, fast.initial)
+    check_matches(fast, want)
+    assert np.ptp(want.logits, axis=0).min() > 0.05
+    h, c = want.states[0]
+    assert h.shape[:2] == (cfg.conv_layers[0][1],) * 2  # one state per kernel connection
+    assert np.abs(c[..., oracle.STATE_SIZE // 2:]).max() > 0.1  # the conv cells learn
+    if len(cfg.conv_layers) > 1 and (cfg.backward_pass or not cfg.hidden_layers):
+        other = "full" if cfg.conv_routing == "official" else "official"
+        routed = oracle.run_episode(params, dataclasses.replace(cfg, conv_routing=other), xs,
+                                    ys, fast.initial)
+        assert np.abs(routed.logits - want.logits).max() > 1e-4, "routing not exercised"
+
+
+def test_conv_initial_states_follow_official_init() -> None:
+    """A conv layer's state is [k, k, in_c, out_c, s] with h = 0 and the first half of c
+    truncated normal with std 1/sqrt(k) (official initial_vsml_state divides by shape[0],
+    the kernel size), the rest 0; the dense layer after it starts as a dense layer does."""
+    model, cfg = conv_configs("conv-nobwd")
+    model = dataclasses.replace(model, conv_layers=(ConvLayerConfig(40, 5, 2),))
+    cfg = dataclasses.replace(cfg, conv_layers=((40, 5, 2),), input_shape=(12, 12, 3))
+    params = {k: jnp.asarray(v) for k, v in random_params(0).items()}
+    init, _ = VsmlLearner(model).make(params, 432, 4, input_shape=(12, 12, 3))
+    net = init(jax.random.key(0))
+    half = oracle.STATE_SIZE // 2
+    h, c = np.asarray(net.layers[0].h), np.asarray(net.layers[0].c)
+    assert h.shape == (5, 5, 3, 40, oracle.STATE_SIZE) and not np.any(h)
+    assert not np.any(c[..., half:])
+    numpy_draw = oracle.initial_conv_states(np.random.default_rng(0), cfg)[0][1]
+    sigma = oracle.initial_conv_std(5)
+    for label, random_half in [("fast path", c[..., :half]), ("oracle", numpy_draw[..., :half])]:
+        assert abs(random_half.std() / (sigma * oracle.truncated_std()) - 1) < 0.03, label
+        assert 1.95 * sigma < np.abs(random_half).max() <= 2.0 * sigma * (1 + 1e-6), label
+    dense_c = to_oracle_layout(net.layers[1].c)
+    assert dense_c.shape[:2] == (6 * 6 * 40, 4)
+    assert abs(dense_c[..., :half].std() / (oracle.initial_cell_std(1440)
+                                             * oracle.truncated_std()) - 1) < 0.03
+
+
+def test_conv_layerwise_params_have_one_set_per_layer() -> None:
+    """Layer-wise LSTMs with conv layers: the ES starting point has one LSTM set per VSML layer,
+    conv layers included (official layerwise_rnns: one SubRNN per layer spec), in the layout the
+    oracle reads; a missing set would be read silently clamped to the last one."""
+    model, _ = conv_configs("conv-layerwise-separate")
+    params = VsmlLearner(model).init_params(jax.random.key(0), 25, 3)
+    want = option_params(0, model)
+    assert {k: tuple(v.shape) for k, v in params.items()} == {
+        k: np.shape(v) for k, v in want.items()}
+    assert next(iter(params.values())).shape[0] == 2  # the conv layer and the output layer

@@ -19,7 +19,7 @@ import dataclasses
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -93,25 +93,26 @@ def _inputs(x: jax.Array, matrix: jax.Array, pipe: _Pipeline) -> jax.Array:
     return x
 
 
-def _make(learner: Learner, params: Any, sizes: tuple[int, int],
-          live: jax.Array | None) -> tuple[Any, Any]:
-    """The learner at these sizes; ``live``: only the first ``live`` outputs are classes."""
-    if live is None:
-        return learner.make(params, *sizes)
-    return learner.make(params, *sizes, live=live)
+class _Sizes(NamedTuple):
+    """The network's sizes (what ``Learner.make_for`` reads): conv VSML layers see the flat
+    inputs as the learner file's training example shape."""
+
+    num_features: int
+    num_outputs: int
+    input_shape: tuple[int, ...]
 
 
 @partial(jax.jit, static_argnames=("learner", "sizes"))
-def _init(params: Any, key: jax.Array, learner: Learner, sizes: tuple[int, int]) -> Any:
-    init, _ = learner.make(params, *sizes)  # the initial state is full width, masked or not
+def _init(params: Any, key: jax.Array, learner: Learner, sizes: _Sizes) -> Any:
+    init, _ = learner.make_for(params, sizes)  # the initial state is full width, masked or not
     return init(key)
 
 
 @partial(jax.jit, static_argnames=("learner", "sizes", "pipe"))
-def _learn(params, state, xs, ys, mask, matrix, live, learner: Learner, sizes: tuple[int, int],
+def _learn(params, state, xs, ys, mask, matrix, live, learner: Learner, sizes: _Sizes,
            pipe: _Pipeline):
     """Predict-then-learn over the rows in order; padding rows (mask False) are skipped."""
-    _, step = _make(learner, params, sizes, live)
+    _, step = learner.make_for(params, sizes, live)
 
     def body(state, row):
         x, y, keep = row
@@ -126,10 +127,10 @@ def _learn(params, state, xs, ys, mask, matrix, live, learner: Learner, sizes: t
 
 
 @partial(jax.jit, static_argnames=("learner", "sizes", "pipe"))
-def _predict_logits(params, state, xs, matrix, live, learner: Learner, sizes: tuple[int, int],
+def _predict_logits(params, state, xs, matrix, live, learner: Learner, sizes: _Sizes,
                     pipe: _Pipeline):
     """Logits of each row from the current state; the state is not changed (no learning)."""
-    _, step = _make(learner, params, sizes, live)
+    _, step = learner.make_for(params, sizes, live)
     return jax.vmap(lambda x: step(state, _inputs(x, matrix, pipe), jnp.int32(0))[1])(xs)
 
 
@@ -200,7 +201,7 @@ class OnlineClassifier(ClassifierMixin, BaseEstimator):
         self._learner = spec.learner
         mask = spec.per_dataset_outputs if self.mask_outputs is None else self.mask_outputs
         self._masks = bool(mask) and self._learner.masks_outputs
-        self._sizes = (spec.num_inputs, spec.num_outputs)
+        self._sizes = _Sizes(spec.num_inputs, spec.num_outputs, spec.example_shape or ())
         self.reset()
 
     # -- sizes and info ------------------------------------------------------------------------

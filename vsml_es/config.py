@@ -24,6 +24,16 @@ from vsml_es.errors import ConfigError, closest, did_you_mean
 
 
 @dataclass(frozen=True)
+class ConvLayerConfig:
+    """One convolutional VSML layer (official ``ConvSpec``): every kernel connection (kernel
+    row, kernel column, input channel, output channel) is an LSTM with the shared parameters."""
+
+    channels: int = 8  # output channels (official out_channels)
+    kernel: int = 3  # square kernel, odd: SAME padding of kernel // 2 (official kernel_size)
+    stride: int = 1  # output size ceil(input size / stride) (official stride)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """The VSML network. The input/output sizes come from the task."""
 
@@ -42,6 +52,15 @@ class ModelConfig:
     layer_norm: bool = False
     layerwise_lstms: bool = False
     separate_backward_lstm: bool = False
+    # Convolutional VSML layers between the image input and the dense layers (paper section
+    # 3/Fig. 1, official conv.yaml); needs image-shaped data (HEIGHT x WIDTH x CHANNELS).
+    conv_layers: tuple[ConvLayerConfig, ...] = ()
+    # Where a conv layer sends its backward messages. official: as vsml_layers.conv does, which
+    # is the transposed convolution only for kernel 3 at stride 1 (it hard-codes the offset 1
+    # and keeps only output positions p with p * stride < in_size // stride); full: the exact
+    # transpose of the forward routing (every output position, offset kernel // 2). They differ
+    # only where a conv layer's backward message reaches another conv layer below it.
+    conv_backward: str = "official"
     # Which meta-learned learner ES trains: vsml | hebbian | meta_rnn | fwm (vsml_es/learners/).
     # The baselines share the trainer, evaluator and checkpoints with VSML.
     learner: str = "vsml"
@@ -360,6 +379,13 @@ def _coerce(path: str, value: Any, tp: Any) -> Any:
             value = [value]
         if not isinstance(value, list | tuple):
             raise _wrong_type(path, value, tp)
+        if _is_section(item_tp):  # e.g. model.conv_layers: a list of mappings
+            keys = ", ".join(_hints(item_tp))
+            for i, v in enumerate(value):
+                if not isinstance(v, dict):
+                    raise ConfigError(f"Config key '{path}[{i}]' must be a mapping with the "
+                                      f"keys {keys}, got {v!r}.")
+            return tuple(_build(item_tp, v, f"{path}[{i}].") for i, v in enumerate(value))
         return tuple(_coerce(f"{path}[{i}]", v, item_tp) for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
@@ -418,6 +444,11 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     for key, value in data.items():
         path = f"{prefix}{key}"
         if key not in hints:
+            if prefix.endswith("]."):  # an item of a list of sections, e.g. model.conv_layers[0]
+                raise ConfigError(
+                    f"Unknown config key '{path}'.{did_you_mean(key, list(hints), cutoff=0.5)} "
+                    f"Keys of {prefix.rstrip('.')}: {', '.join(hints)}."
+                )
             if isinstance(value, dict) and value:
                 raise _unknown_section(prefix, key, value, hints)
             raise _unknown_key(path)
@@ -739,6 +770,7 @@ def check_values(config: Config) -> None:
         positive(path, value)
     for i, size in enumerate(m.hidden_layers):
         positive(f"model.hidden_layers[{i}]", size)
+    _check_conv_layers(m)
     if m.message_size < 2:
         raise ConfigError(
             "Config key 'model.message_size' must be at least 2: slot 0 carries the input or "
@@ -814,6 +846,32 @@ def check_values(config: Config) -> None:
         for i, rate in enumerate(rates):
             positive(f"{path}[{i}]", rate)
     _validate_distributed(config.distributed)
+
+
+def _check_conv_layers(m: ModelConfig) -> None:
+    """Conv layer shapes that need no data: positive sizes, odd kernels, a VSML learner."""
+    for i, conv in enumerate(m.conv_layers):
+        path = f"model.conv_layers[{i}]"
+        for key, limit in (("channels", 2**12), ("kernel", 64), ("stride", 64)):
+            value = getattr(conv, key)
+            positive(f"{path}.{key}", value)
+            if value > limit:
+                raise ConfigError(f"Config key '{path}.{key}' is {value}; at most {limit}: "
+                                  "VSML keeps a state per kernel connection.")
+        if conv.kernel % 2 == 0:
+            raise ConfigError(
+                f"Config key '{path}.kernel' is {conv.kernel}; a conv VSML layer needs an odd "
+                "kernel (SAME padding of kernel // 2 on each side keeps the output at "
+                "ceil(size / stride), as in the official code). Use 1, 3, 5, ..."
+            )
+    if m.conv_backward not in ("official", "full"):
+        raise ConfigError(f"Config key 'model.conv_backward' is '{m.conv_backward}'; valid "
+                          "values: official, full.")
+    if m.conv_layers and m.learner != "vsml":
+        raise ConfigError(
+            f"Config key 'model.conv_layers' is set but model.learner is '{m.learner}'; conv "
+            "layers are VSML layers. Set model.learner: vsml or drop model.conv_layers."
+        )
 
 
 def _validate_distributed(d: DistributedConfig) -> None:

@@ -84,7 +84,7 @@ def start_episode(
     k_spec, k_learner = jax.random.split(key)
     spec = task.episode(k_spec)
     live = episode_live_outputs(learner, task, spec)
-    init, step = make_masked(learner, params, task, live)
+    init, step = learner.make_for(params, task, live)
     return init, step, k_learner, spec, live
 
 
@@ -92,15 +92,6 @@ def episode_live_outputs(learner: Learner, task: EpisodeSource, spec: Any) -> ja
     """The live output count ``learner`` gets for episode ``spec``: None (all outputs) unless
     the task masks per dataset and the learner can mask (``Learner.masks_outputs``)."""
     return live_outputs(task, spec) if learner.masks_outputs else None
-
-
-def make_masked(learner: Learner, params: Params, task: EpisodeSource,
-                live: jax.Array | None) -> tuple[InitFn, StepFn]:
-    """``learner.make`` at the task's sizes, told the live output count when there is one
-    (learners that cannot mask are never given one)."""
-    if live is None:
-        return learner.make(params, task.num_features, task.num_outputs)
-    return learner.make(params, task.num_features, task.num_outputs, live=live)
 
 
 def learner_episode(

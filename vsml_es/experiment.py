@@ -30,7 +30,7 @@ from vsml_es.es import validate_strategy
 from vsml_es.learners import build_learner, validate_learner_names
 from vsml_es.preprocess import validate_task_config
 from vsml_es.storage.learner_file import read_learner_file
-from vsml_es.tasks import check_dataset_refs
+from vsml_es.tasks import check_conv_inputs, check_dataset_refs
 from vsml_es.tracking import validate_tracking
 
 
@@ -42,6 +42,7 @@ def validate(config: Config, *, check_warm_start: bool = True) -> Config:
     the file it started from is gone."""
     validate_task_config(config.task, config.metatest)
     check_dataset_refs(config.task, config.metatest)
+    check_conv_inputs(config.model, config.task, config.metatest)
     validate_learner_names(config)
     validate_strategy(config.training)
     validate_tracking(config.logging)

@@ -30,7 +30,6 @@ from vsml_es.episodes import (
     episode_keys,
     episode_live_outputs,
     fitness_from_losses,
-    make_masked,
     masked_logits,
     start_episode,
 )
@@ -124,7 +123,7 @@ def _target_fns(target: Learner | None, target_params: Params, task: EpisodeSour
     """The imitated optimizer on the learner's live outputs (it masks like the learner)."""
     if target is None:
         return None, None
-    return make_masked(target, target_params, task, live if target.masks_outputs else None)
+    return target.make_for(target_params, task, live if target.masks_outputs else None)
 
 
 class Carry(NamedTuple):
@@ -187,7 +186,7 @@ def _fresh(method: Imitation, params: Params, key: jax.Array, t: jax.Array) -> C
     task = method.task
     k_learner = jax.random.split(key)[1]
     # The initial states do not depend on the live outputs: the network is always full width.
-    init, _ = method.learner.make(params, task.num_features, task.num_outputs)
+    init, _ = method.learner.make_for(params, task)
     t_init, _ = _target_fns(method.target, method.target_params, task, None)
     return Carry(key, t, init(k_learner), None if t_init is None else t_init(k_learner))
 
@@ -211,7 +210,7 @@ def _carried_episode(method: Imitation, params: Params, carry: Carry, new_key: j
     long_task = method.task.with_episode_length(method.horizon)
     spec = long_task.episode(jax.random.split(carry.key)[0])
     live = episode_live_outputs(method.learner, long_task, spec)
-    _, step = make_masked(method.learner, params, long_task, live)
+    _, step = method.learner.make_for(params, long_task, live)
     _, t_step = _target_fns(method.target, method.target_params, long_task, live)
     # Truncated backprop: the carried state is a constant of this step's loss.
     start = (jax.lax.stop_gradient(carry.state), carry.target_state)

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vsml_es import preprocess as pre
-from vsml_es.config import MetaTestConfig, PreprocessConfig, TaskConfig
+from vsml_es.config import MetaTestConfig, ModelConfig, PreprocessConfig, TaskConfig
 from vsml_es.data import ArrayDataset, dataset_status, get_spec, load_dataset
 from vsml_es.data.official_stats import OFFICIAL_STATS, official_stats
 from vsml_es.errors import DatasetError
@@ -448,6 +448,36 @@ def check_dataset_refs(task: TaskConfig, metatest: MetaTestConfig) -> None:
             "The datasets of task.mixture preprocess to different input sizes ("
             + "; ".join(f"{p}: {n}" for p, n in features.items()) + "). Give them a common "
             "shape with task.preprocess.resize and/or task.preprocess.pad_to."
+        )
+
+
+def check_conv_inputs(model: ModelConfig, task: TaskConfig, metatest: MetaTestConfig) -> None:
+    """With ``model.conv_layers`` every dataset (meta-training and meta-test) must reach the
+    network as images, HEIGHT x WIDTH x CHANNELS after preprocessing (conv VSML layers slide
+    over the image), and a mixture's datasets as images of one shape. From the registry."""
+    if not model.conv_layers:
+        return
+    train_shapes: dict[str, tuple[int, ...]] = {}
+    for path, ref, name, _ in dataset_refs(task, metatest):
+        pre_cfg = (task.preprocess if path.startswith("task")
+                   else ref_preprocess(ref, metatest.preprocess))
+        try:
+            shape = tuple(pre.output_shape(name, get_spec(name).example_shape, pre_cfg))
+        except DatasetError as err:
+            raise DatasetError(f"Config key '{path}': {err}") from None
+        if len(shape) != 3:
+            raise DatasetError(
+                f"model.conv_layers needs image-shaped data (HEIGHT x WIDTH x CHANNELS), but "
+                f"dataset '{name}' ({path}) has examples of shape {shape} after "
+                "preprocessing. Use an image dataset, or drop model.conv_layers for it."
+            )
+        if path.startswith("task."):
+            train_shapes[path] = shape
+    if len(set(train_shapes.values())) > 1:
+        raise DatasetError(
+            "With model.conv_layers the datasets of task.mixture must be images of one shape ("
+            + "; ".join(f"{p}: {s}" for p, s in train_shapes.items()) + "). Resize them with "
+            "task.preprocess.resize."
         )
 
 

@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vsml_es.config import ModelConfig
 from vsml_es.pytree import Params
@@ -49,10 +50,53 @@ class LayerState(NamedTuple):
     c: jax.Array  # [n_in, n_out, state_size]
 
 
-def layer_sizes(model: ModelConfig, num_inputs: int, num_outputs: int) -> list[tuple[int, int]]:
-    """(n_in, n_out) of every VSML layer, input to output."""
-    sizes = [num_inputs, *model.hidden_layers, num_outputs]
-    return list(zip(sizes[:-1], sizes[1:], strict=True))
+class ConvGeometry(NamedTuple):
+    """Static shape of one conv VSML layer (official ``ConvSpec`` after ``complete_specs``)."""
+
+    in_h: int
+    in_w: int
+    in_c: int
+    out_h: int
+    out_w: int
+    out_c: int
+    kernel: int
+    stride: int
+
+    @property
+    def n_in(self) -> int:
+        return self.in_h * self.in_w * self.in_c
+
+    @property
+    def n_out(self) -> int:
+        return self.out_h * self.out_w * self.out_c
+
+
+def conv_geometries(model: ModelConfig, input_shape: tuple[int, ...] | None) -> tuple[
+        ConvGeometry, ...]:
+    """Every conv layer's shape from the image shape (H, W, C): output ceil(size / stride)
+    (official ``complete_specs``). Raises ValueError for inputs that are not images."""
+    if not model.conv_layers:
+        return ()
+    if input_shape is None or len(input_shape) != 3:
+        raise ValueError(f"model.conv_layers needs image inputs (HEIGHT, WIDTH, CHANNELS); "
+                         f"the task's examples have shape {input_shape}")
+    h, w, c = input_shape
+    geoms = []
+    for conv in model.conv_layers:
+        out_h, out_w = -(-h // conv.stride), -(-w // conv.stride)
+        geoms.append(ConvGeometry(h, w, c, out_h, out_w, conv.channels, conv.kernel, conv.stride))
+        h, w, c = out_h, out_w, conv.channels
+    return tuple(geoms)
+
+
+def layer_sizes(model: ModelConfig, num_inputs: int, num_outputs: int,
+                convs: tuple[ConvGeometry, ...] = ()) -> list[tuple[int, int]]:
+    """(n_in, n_out) of every VSML layer, input to output; a conv layer's sizes count its
+    message positions (height x width x channels), as its messages are flattened between
+    layers (the official ``reshape``)."""
+    conv_sizes = [(g.n_in, g.n_out) for g in convs]
+    sizes = [convs[-1].n_out if convs else num_inputs, *model.hidden_layers, num_outputs]
+    return conv_sizes + list(zip(sizes[:-1], sizes[1:], strict=True))
 
 
 LayerFn = Callable[..., tuple["LayerState", jax.Array, jax.Array]]
@@ -87,8 +131,8 @@ def _init_set(key: jax.Array, model: ModelConfig) -> Params:
 
 
 def num_layers(model: ModelConfig) -> int:
-    """VSML layers: the hidden ones and the output layer."""
-    return len(model.hidden_layers) + 1
+    """VSML layers: the conv ones, the hidden ones and the output layer."""
+    return len(model.conv_layers) + len(model.hidden_layers) + 1
 
 
 def init_params(key: jax.Array, model: ModelConfig) -> Params:
@@ -137,17 +181,33 @@ def layer_params(params: Params, model: ModelConfig, layer: int, backward: bool)
 
 
 def init_layer_states(
-    key: jax.Array, model: ModelConfig, sizes: list[tuple[int, int]]
+    key: jax.Array, model: ModelConfig, sizes: list[tuple[int, int]],
+    convs: tuple[ConvGeometry, ...] = (),
 ) -> list[LayerState]:
-    """Per-episode start: h = 0; half of c random with std init_scale/sqrt(n_in) (the "weights")."""
+    """Per-episode start: h = 0; half of c random with std init_scale/sqrt(n_in) (the "weights").
+    A conv layer's state is [kernel, kernel, in_c, out_c, s] (one per kernel connection) with
+    std init_scale/sqrt(kernel): the official initializer divides by sqrt(shape[0]), which for
+    a conv state is the kernel size, not the fan-in."""
     s = model.state_size
     states = []
     for k, (n_in, n_out) in zip(jax.random.split(key, len(sizes)), sizes, strict=True):
+        if len(states) < len(convs):
+            states.append(_init_conv_state(k, model, convs[len(states)]))
+            continue
         weights = jax.random.truncated_normal(k, -2.0, 2.0, (n_in, n_out, s // 2))
         weights = weights * (model.init_scale / jnp.sqrt(n_in))
         c = jnp.concatenate([weights, jnp.zeros((n_in, n_out, s - s // 2))], axis=-1)
         states.append(LayerState(h=jnp.zeros((n_in, n_out, s)), c=c))
     return states
+
+
+def _init_conv_state(key: jax.Array, model: ModelConfig, g: ConvGeometry) -> LayerState:
+    s = model.state_size
+    shape = (g.kernel, g.kernel, g.in_c, g.out_c)
+    weights = jax.random.truncated_normal(key, -2.0, 2.0, (*shape, s // 2))
+    weights = weights * (model.init_scale / jnp.sqrt(g.kernel))
+    c = jnp.concatenate([weights, jnp.zeros((*shape, s - s // 2))], axis=-1)
+    return LayerState(h=jnp.zeros((*shape, s)), c=c)
 
 
 def lstm_cell(z: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -254,6 +314,96 @@ def _normed_messages(
     return jnp.mean(fwd_ab, axis=1), bwd
 
 
+def _forward_routing(size: int, n_out: int, kernel: int, stride: int) -> np.ndarray:
+    """[n_out, kernel, size] 0/1: output position p's kernel slot j reads input position
+    p * stride + j - kernel // 2 (official: the messages zero-padded by kernel // 2, then
+    gathered at p * stride + j); slots beyond the border read nothing (a zero message)."""
+    route = np.zeros((n_out, kernel, size), np.float32)
+    for p in range(n_out):
+        for j in range(kernel):
+            x = p * stride + j - kernel // 2
+            if 0 <= x < size:
+                route[p, j, x] = 1.0
+    return route
+
+
+def _backward_routing(size: int, n_out: int, kernel: int, stride: int, mode: str) -> np.ndarray:
+    """[size, n_out, kernel] 0/1: which (output position, kernel slot) backward messages input
+    position x sums (the layer then divides by kernel per axis: a mean over slots in which
+    empty slots count as zeros).
+
+    official (vsml_layers.conv): x's slot j reads output clip(idx0, 0, size - 1) // stride at
+    kernel slot kernel - 1 - j, idx0 = x + j - 1, where idx0 >= 0, idx0 < size // stride and
+    idx0 % stride == 0. The offset 1 is kernel // 2 only for kernel 3, and ``idx0 < size //
+    stride`` drops every output p >= size / stride**2 at strides above 1 (the paper's configs
+    use kernel 3; stride 2 reaches a conv layer below only in array/conv.yaml's 3-conv).
+    full: the transpose of ``_forward_routing``, every output position with offset
+    kernel // 2.
+    """
+    if mode != "official":
+        return np.transpose(_forward_routing(size, n_out, kernel, stride), (2, 0, 1))
+    route = np.zeros((size, n_out, kernel), np.float32)
+    for x in range(size):
+        for j in range(kernel):
+            idx0 = x + j - 1
+            if 0 <= idx0 < size // stride and idx0 % stride == 0:
+                route[x, min(idx0, size - 1) // stride, kernel - 1 - j] += 1.0
+    return route
+
+
+def conv_layer_ticks(
+    params: Params, state: LayerState, fwd_in: jax.Array, bwd_in: jax.Array, ticks: int,
+    geom: ConvGeometry, backward: str = "official",
+) -> tuple[LayerState, jax.Array, jax.Array]:
+    """``ticks`` LSTM steps of a conv VSML layer (official ``vsml_layers.conv2d``).
+
+    State [k, k, in_c, out_c, s]: one LSTM per kernel connection, shared by all positions
+    like a conv weight. Each tick every output position p runs every kernel connection on
+    the forward message under it (zero beyond the border: SAME padding of k // 2) and on
+    p's backward message; the connection's new state is the mean over positions of those
+    steps (the official code reduces the vmapped states with the layer's reduce_fn, mean).
+    fwd_in [in_h*in_w*in_c, m] and bwd_in [out_h*out_w*out_c, m] are row-major flattened
+    images. Forward output: at each p and out channel, the mean over kernel positions and in
+    channels; backward output: the mean over out channels, routed back to input positions
+    (``_backward_routing``) and divided by k*k. Routing is by 0/1 matrices (two small
+    matmuls), which XLA compiles far faster than gathers.
+    """
+    g, m = geom, fwd_in.shape[-1]
+    k, s = g.kernel, state.h.shape[-1]
+    w_f, w_g, w_h = jnp.split(params["lstm_w"], [m, 2 * m])  # rows: forward, backward, h
+    # W_f·f per input position, then routed: a zero-padded message gives W_f·0 = 0.
+    x_f = jnp.matmul(fwd_in, w_f, precision=PRECISION).reshape(g.in_h, g.in_w, g.in_c, 4 * s)
+    fwd_h = _forward_routing(g.in_h, g.out_h, k, g.stride)
+    fwd_w = _forward_routing(g.in_w, g.out_w, k, g.stride)
+    from_fwd = jnp.einsum("pja,qlb,abif->pqjlif", fwd_h, fwd_w, x_f,
+                          precision=PRECISION)  # [oh, ow, k, k, ic, 4s]
+    from_bwd = jnp.matmul(bwd_in, w_g, precision=PRECISION) + params["lstm_b"]
+    from_bwd = from_bwd.reshape(g.out_h, g.out_w, g.out_c, 4 * s)
+    h, c = state
+    h_p = h[None, None]
+    for _ in range(ticks):  # micro ticks: the official loop calls conv2d once per tick
+        z = (jnp.matmul(h, w_h, precision=PRECISION)[None, None]
+             + from_fwd[:, :, :, :, :, None, :] + from_bwd[:, :, None, None, None, :, :])
+        h_p, c_p = lstm_cell(z, c[None, None])  # [oh, ow, k, k, ic, oc, s]
+        h, c = jnp.mean(h_p, axis=(0, 1)), jnp.mean(c_p, axis=(0, 1))
+    if "fwd_ln_scale" in params:  # per connection and position, normalized, then averaged
+        fwd_conn = params["fwd_b"] + jnp.matmul(h_p, params["fwd_w"], precision=PRECISION)
+        bwd_conn = params["bwd_b"] + jnp.matmul(h_p, params["bwd_w"], precision=PRECISION)
+        fwd = jnp.mean(layer_norm(fwd_conn, params["fwd_ln_scale"], params["fwd_ln_offset"]),
+                       axis=(2, 3, 4))
+        gb = jnp.mean(layer_norm(bwd_conn, params["bwd_ln_scale"], params["bwd_ln_offset"]),
+                      axis=5)
+    else:  # messages are linear in h: reduce h first
+        fwd = params["fwd_b"] + jnp.matmul(jnp.mean(h_p, axis=(2, 3, 4)), params["fwd_w"],
+                                           precision=PRECISION)  # [oh, ow, oc, m]
+        gb = params["bwd_b"] + jnp.matmul(jnp.mean(h_p, axis=5), params["bwd_w"],
+                                          precision=PRECISION)  # [oh, ow, k, k, ic, m]
+    bwd_h = _backward_routing(g.in_h, g.out_h, k, g.stride, backward)
+    bwd_w = _backward_routing(g.in_w, g.out_w, k, g.stride, backward)
+    bwd = jnp.einsum("apj,bql,pqjlim->abim", bwd_h, bwd_w, gb, precision=PRECISION) / (k * k)
+    return LayerState(h, c), fwd.reshape(g.n_out, m), bwd.reshape(g.n_in, m)
+
+
 def input_messages(x: jax.Array, message_size: int) -> jax.Array:
     """First layer's forward messages: the feature in slot 0, zeros elsewhere."""
     return jnp.zeros((x.shape[0], message_size)).at[:, 0].set(x)
@@ -287,15 +437,18 @@ class NetState(NamedTuple):
 
 
 def init_net_state(
-    key: jax.Array, model: ModelConfig, sizes: list[tuple[int, int]]
+    key: jax.Array, model: ModelConfig, sizes: list[tuple[int, int]],
+    convs: tuple[ConvGeometry, ...] = (),
 ) -> NetState:
     pending = [jnp.zeros((n_out, model.message_size)) for _, n_out in sizes]
-    return NetState(init_layer_states(key, model, sizes), pending)
+    return NetState(init_layer_states(key, model, sizes, convs), pending)
 
 
-def net_to_fast(net: NetState) -> NetState:
-    """The same network state with every layer in the fast layout (for ``fast_layer_ticks``)."""
-    return NetState([to_fast(layer) for layer in net.layers], list(net.pending))
+def net_to_fast(net: NetState, num_conv: int = 0) -> NetState:
+    """The same network state with every dense layer in the fast layout (for
+    ``fast_layer_ticks``); the first ``num_conv`` (conv) layers keep theirs."""
+    layers = [layer if li < num_conv else to_fast(layer) for li, layer in enumerate(net.layers)]
+    return NetState(layers, list(net.pending))
 
 
 def output_mask(live: jax.Array, num_outputs: int) -> jax.Array:
@@ -318,6 +471,7 @@ def learn_step(
     model: ModelConfig,
     layer_fn: LayerFn = layer_ticks,
     live: jax.Array | None = None,
+    convs: tuple[ConvGeometry, ...] = (),
 ) -> tuple[NetState, jax.Array]:
     """Predict ``x``, then receive its label: one online learning step.
 
@@ -327,6 +481,8 @@ def learn_step(
     episode's dataset. The others are masked out of the softmax and the error, and the last
     layer's backward message averages over the live outputs only, so the live outputs, all
     hidden layers and the returned live logits evolve exactly as in a network ``live`` wide.
+    ``convs``: the shapes of the first len(convs) layers, which are conv layers
+    (``conv_layer_ticks``; ``x`` is then the row-major flattened image).
     """
     m, ticks = model.message_size, model.micro_ticks
     num_layers = len(net.layers)
@@ -338,6 +494,9 @@ def learn_step(
     def run(li: int, backward: bool, fwd_in: jax.Array,
             bwd_in: jax.Array) -> tuple[LayerState, jax.Array, jax.Array]:
         own = layer_params(params, model, li, backward)
+        if li < len(convs):
+            return conv_layer_ticks(own, layers[li], fwd_in, bwd_in, ticks, convs[li],
+                                    model.conv_backward)
         if mask is not None and li == num_layers - 1:
             return layer_fn(own, layers[li], fwd_in, bwd_in, ticks, out_mask=mask)
         return layer_fn(own, layers[li], fwd_in, bwd_in, ticks)

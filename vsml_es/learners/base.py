@@ -46,6 +46,21 @@ class Learner:
         """The online learner that ``params`` define, for a task with these sizes."""
         raise NotImplementedError
 
+    @property
+    def takes_input_shape(self) -> bool:
+        """True when ``make`` needs ``input_shape=`` (one example's unflattened shape), e.g.
+        VSML with conv layers; the others see flat features only."""
+        return False
+
+    def make_for(self, params: Params, task: Any,
+                 live: jax.Array | None = None) -> tuple[InitFn, StepFn]:
+        """``make`` for a task (anything with num_features, num_outputs, input_shape): passes
+        ``live`` (when given) and the input shape to learners that take them."""
+        kwargs: dict[str, Any] = {} if live is None else {"live": live}
+        if self.takes_input_shape:
+            kwargs["input_shape"] = tuple(task.input_shape)
+        return self.make(params, task.num_features, task.num_outputs, **kwargs)
+
     def describe(self, params: Params) -> str:
         """The name of this learner with these parameters in tables (e.g. its learning rate)."""
         del params

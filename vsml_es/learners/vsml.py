@@ -30,19 +30,29 @@ class VsmlLearner(Learner):
         del num_features, num_outputs  # the shared LSTM does not depend on the layer sizes
         return vsml.init_params(key, self.model)
 
+    @property
+    def takes_input_shape(self) -> bool:
+        return bool(self.model.conv_layers)
+
     def make(self, params: Params, num_features: int, num_outputs: int,
-             live: jax.Array | None = None) -> tuple[InitFn, StepFn]:
+             live: jax.Array | None = None,
+             input_shape: tuple[int, ...] | None = None) -> tuple[InitFn, StepFn]:
+        """``input_shape`` (H, W, C) of one example: needed with conv layers, which see the
+        flat features as that image (row-major, as the data pipeline flattens it)."""
         model = self.model
-        sizes = vsml.layer_sizes(model, num_features, num_outputs)
+        convs = vsml.conv_geometries(model, input_shape)
+        if convs and convs[0].n_in != num_features:
+            raise ValueError(f"input shape {input_shape} does not hold {num_features} features")
+        sizes = vsml.layer_sizes(model, num_features, num_outputs, convs)
         fast = self.layer_fn is None
         layer_fn = vsml.fast_layer_ticks if fast else self.layer_fn
 
         def init(key: jax.Array) -> vsml.NetState:
-            net = vsml.init_net_state(key, model, sizes)
-            return vsml.net_to_fast(net) if fast else net
+            net = vsml.init_net_state(key, model, sizes, convs)
+            return vsml.net_to_fast(net, len(convs)) if fast else net
 
         def step(net: vsml.NetState, x: jax.Array,
                  y: jax.Array) -> tuple[vsml.NetState, jax.Array]:
-            return vsml.learn_step(params, net, x, y, model, layer_fn, live)
+            return vsml.learn_step(params, net, x, y, model, layer_fn, live, convs)
 
         return init, step
