@@ -33,6 +33,7 @@ OFFICIAL_CONFIGS = {
     "rand_proj.yaml", "sgd.yaml", "sgd_omniglot.yaml", "test.yaml",
 }
 GENERATED = {"mnist": "random", "fashion_mnist": "sum", "emnist": "random", "kmnist": "sum",
+             "emnist_byclass": "random",
              "cifar10": "random"}
 CONFIGS = sorted(PAPER.glob("*.yaml"))
 
@@ -152,7 +153,7 @@ def test_official_config_has_its_paper_configs(official: str) -> None:
 
 @pytest.mark.parametrize(("name", "dataset"), [("cifar10.yaml", "cifar10"),
                                                ("invariances.yaml", "mnist"),
-                                               ("fig8_train_emnist.yaml", "emnist")])
+                                               ("fig8_train_emnist.yaml", "emnist_byclass")])
 def test_missing_data_names_the_prepare_command(name: str, dataset: str, capsys,
                                                 tmp_path: Path) -> None:
     """The datasets are not prepared in the tests' data dir: exit 2, naming the command."""
