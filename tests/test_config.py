@@ -127,7 +127,7 @@ def test_an_extends_loop_or_missing_base_is_a_config_error(tmp_path):
 def test_every_shipped_experiment_validates(path):
     config = load_experiment(path)
     if path.parent.name == "datasets" and path.name != "base.yaml":  # a grid cell
-        assert config.name.startswith("datasets-") and config.task.num_classes == 47
+        assert config.name.startswith("datasets-") and config.task.num_classes == 62
         assert config.training.population_size == 2048
         assert (config.task.dataset != "digits") or config.task.mixture
 

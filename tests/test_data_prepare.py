@@ -224,6 +224,47 @@ def test_archive_sources_are_verified_and_extracted(tiny, tmp_path):
     assert not (data_dir / "tiny_bad").exists()
 
 
+def test_archive_only_members_are_trusted_through_the_verified_archive(tiny, tmp_path):
+    """EMNIST ByClass's way: members without hashes of their own are read from the archive
+    whose SHA-256 is published, never accepted as loose files; a bad archive is refused."""
+    spec, manual, data_dir, arrays = tiny
+    zip_dir = tmp_path / "zipped"
+    zip_dir.mkdir()
+    archive_path = zip_dir / "bundle.zip"
+    with zipfile.ZipFile(archive_path, "w") as archive:
+        for name in NAMES.values():
+            archive.write(manual / name, f"gzip/{name}")
+    digest = _sha(archive_path.read_bytes())
+    spec = replace(spec, name="tiny_members",
+                   files=tuple(replace(f, sha256_gz=(), sha256_raw=()) for f in spec.files),
+                   archive=Archive("bundle.zip", "http://127.0.0.1:9/bundle.zip", digest,
+                                   archive_path.stat().st_size, "gzip/"))
+    assert spec.archive_only
+    # Loose files, even the right ones, cannot be verified: refused, naming the archive.
+    with pytest.raises(DatasetError, match="lacks tiny_members source files: bundle.zip"):
+        tfds_store._idx_prepare(spec, data_dir, manual, False, False)
+    assert not (data_dir / "tiny_members").exists()
+    tampered = replace(spec, name="tiny_tampered", archive=replace(spec.archive, sha256="1" * 64))
+    with pytest.raises(DatasetError, match="Checksum mismatch.*bundle.zip"):
+        tfds_store._idx_prepare(tampered, data_dir, zip_dir, False, False)
+    assert not (data_dir / "tiny_tampered").exists()
+    tfds_store._idx_prepare(spec, data_dir, zip_dir, False, False)
+    loaded = tfds_store._idx_load(spec, "train", data_dir)
+    np.testing.assert_array_equal(loaded.x[..., 0], arrays["train_images"])
+    np.testing.assert_array_equal(loaded.y, arrays["train_labels"])
+
+
+def test_emnist_byclass_shares_balanced_verified_archive():
+    from vsml_es.data.sources import EMNIST, EMNIST_BYCLASS
+
+    assert EMNIST_BYCLASS.archive == EMNIST.archive and EMNIST_BYCLASS.archive_only
+    assert not EMNIST.archive_only
+    assert len(EMNIST_BYCLASS.class_names) == 62
+    assert {f.filename for f in EMNIST_BYCLASS.files} == {
+        f"emnist-byclass-{s}-{k}-ubyte.gz" for s in ("train", "test")
+        for k in ("images-idx3", "labels-idx1")}
+
+
 def test_bad_download_is_deleted(tiny, tmp_path, monkeypatch):
     spec, manual, data_dir, _ = tiny
     fetched = tmp_path / "fetched"

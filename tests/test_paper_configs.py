@@ -6,8 +6,11 @@ class subsets, label permutation, normalization, projections) and shrinks only s
 datasets the paper configs name (MNIST, Fashion-MNIST, EMNIST, KMNIST, CIFAR-10) need a
 download or a prepare step, so the toy run swaps them for generated ones ('random': 10
 classes, 'sum': 2, so a mixture still has episodes of different class counts), resized to a
-common toy image. Without their data, the shipped configs stop with exit code 2 and the
-'vsml-es data prepare' command (test_missing_data_names_the_prepare_command).
+common toy image. The few-shot config (omniglot.yaml) keeps its dataset name and episodes: the
+test registers a generated stand-in for 'omniglot' (a few classes of 105x105 uint8 images,
+labels numbered per split as TFDS's are). Without their data, the shipped configs stop with
+exit code 2 and the 'vsml-es data prepare' command
+(test_missing_data_names_the_prepare_command).
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from vsml_es import run
 from vsml_es.cli import main
+from vsml_es.data import ArrayDataset, catalog, registry
 from vsml_es.experiment import load_experiment
 
 PAPER = Path(__file__).resolve().parents[1] / "experiments" / "paper"
@@ -33,8 +38,30 @@ OFFICIAL_CONFIGS = {
     "rand_proj.yaml", "sgd.yaml", "sgd_omniglot.yaml", "test.yaml",
 }
 GENERATED = {"mnist": "random", "fashion_mnist": "sum", "emnist": "random", "kmnist": "sum",
+             "emnist_byclass": "random",
              "cifar10": "random"}
 CONFIGS = sorted(PAPER.glob("*.yaml"))
+FEWSHOT_STAND_IN = "omniglot"  # few-shot configs keep the name; the test swaps in its data
+
+
+def omniglot_stand_in(split: str, data_dir: Path) -> ArrayDataset:
+    """7 characters of 3 drawings each per split, 105x105x1 uint8, TFDS-style global labels
+    (the test split's characters come after the train split's)."""
+    del data_dir
+    rng = np.random.default_rng(len(split))
+    y = np.repeat(np.arange(7) + (0 if split == "train" else 7), 3).astype(np.int32)
+    x = rng.integers(0, 256, (len(y), 105, 105, 1), dtype=np.uint8)
+    return ArrayDataset("omniglot", split, x, y, num_classes=1623, mean=235.0, std=68.0)
+
+
+@pytest.fixture
+def omniglot_generated(monkeypatch):
+    spec = registry._SPECS["omniglot"]
+    monkeypatch.setitem(registry._SPECS, "omniglot", dataclasses.replace(
+        spec, loader=omniglot_stand_in, status=None, source="generated stand-in (test)"))
+    catalog._load_cached.cache_clear()
+    yield
+    catalog._load_cached.cache_clear()
 
 
 def test_paper_configs_exist() -> None:
@@ -57,6 +84,17 @@ def test_header_names_figure_and_official_config(path: Path) -> None:
 def toy_overrides(path: Path) -> list[str]:
     config = load_experiment(path)  # as shipped: every key and dataset name checked
     task = config.task
+    if task.ways:  # few-shot: its own data and episode length are already toy-sized
+        assert task.dataset == FEWSHOT_STAND_IN
+        return ["metatest.datasets=[omniglot:test]",
+                "task.preprocess.resize=[5, 5]",
+                "metatest.preprocess.resize=[5, 5]",
+                "training.population_size=4",
+                "training.eval_chunk=4",
+                "training.generations=1",
+                "logging.progress=false",
+                "checkpoint.every=1",
+                "distributed.workers=0"]
     for ref in (*task.mixture, task.dataset):
         assert ref.split(":")[0] in GENERATED.keys() | set(GENERATED.values()), ref
     # Every mixture becomes the same one, every single dataset 'random': the grid's cells then
@@ -94,8 +132,10 @@ GROUPS = toy_groups()
 
 
 @pytest.mark.parametrize("group", list(GROUPS))
-def test_one_generation_at_toy_size(group: str, tmp_path: Path) -> None:
+def test_one_generation_at_toy_size(group: str, tmp_path: Path, request) -> None:
     path = GROUPS[group][0]
+    if load_experiment(path).task.ways:
+        request.getfixturevalue("omniglot_generated")
     shipped = load_experiment(path)
     config = load_experiment(path, toy_overrides(path))
     # The toy run keeps the switches under test.
@@ -104,10 +144,12 @@ def test_one_generation_at_toy_size(group: str, tmp_path: Path) -> None:
     assert len(config.model.hidden_layers) == len(shipped.model.hidden_layers)
     assert (config.task.per_dataset_outputs, config.task.permute_labels,
             config.task.preprocess.normalize, config.task.preprocess.projection,
-            config.task.class_subsets, config.training.method) == (
+            config.task.class_subsets, config.training.method, config.task.ways,
+            config.task.shots, config.task.fitness, config.task.preprocess.antialias) == (
         shipped.task.per_dataset_outputs, shipped.task.permute_labels,
         shipped.task.preprocess.normalize, shipped.task.preprocess.projection,
-        shipped.task.class_subsets, shipped.training.method)
+        shipped.task.class_subsets, shipped.training.method, shipped.task.ways,
+        shipped.task.shots, shipped.task.fitness, shipped.task.preprocess.antialias)
     result = run.train(config, tmp_path / "run", metatest=False, log=lambda message: None)
     assert result.generation == 1
     assert math.isfinite(result.final_fitness)
@@ -125,10 +167,11 @@ def test_toy_groups_cover_every_config() -> None:
 # array/sgd.yaml (the meta-test protocol and SGD/Adam rows, in each config's metatest section),
 # metarnn/fwmemory/hebbian.yaml with pad.yaml (fig8's baselines: compare.learners in
 # experiments/datasets/base.yaml), no_fashion_mnist.yaml (the fig8 cell leave_out_fashion_mnist),
-# pretrained.yaml / test.yaml (restoring a run, a smoke test), array/conv.yaml and conv.yaml
-# (the convolutional layer, not yet here), omniglot.yaml / sgd_omniglot.yaml (few-shot
-# Omniglot episodes, not yet expressible: see the README).
+# pretrained.yaml / test.yaml (restoring a run, a smoke test).
 FOLLOWS = {
+    "omniglot.yaml": ["omniglot.yaml"],
+    "sgd_omniglot.yaml": ["omniglot.yaml"],
+    "conv.yaml": ["conv_vsml.yaml"],
     "rand_proj.yaml": ["fig6_mnist_projections.yaml"],
     "backprop.yaml": ["fig6_mnist_projections_backprop.yaml"],
     "array/datasets.yaml": [f"fig8_{c}.yaml" for c in (
@@ -152,7 +195,7 @@ def test_official_config_has_its_paper_configs(official: str) -> None:
 
 @pytest.mark.parametrize(("name", "dataset"), [("cifar10.yaml", "cifar10"),
                                                ("invariances.yaml", "mnist"),
-                                               ("fig8_train_emnist.yaml", "emnist")])
+                                               ("fig8_train_emnist.yaml", "emnist_byclass")])
 def test_missing_data_names_the_prepare_command(name: str, dataset: str, capsys,
                                                 tmp_path: Path) -> None:
     """The datasets are not prepared in the tests' data dir: exit 2, naming the command."""

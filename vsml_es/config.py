@@ -77,6 +77,9 @@ class PreprocessConfig:
     # Omniglot their own; random/sum 0/1; other datasets have none) | example | none
     normalize: str = "dataset"
     resize: tuple[int, ...] = ()  # [HEIGHT, WIDTH]: antialiased bilinear resize of images
+    # Antialias when resize shrinks. The official code resizes with tf.image.resize's default
+    # bilinear, which does not (paper configs that resize: false).
+    antialias: bool = True
     pad_to: tuple[int, ...] = ()  # zero-pad every example to this shape (a common input shape)
     classes: tuple[int, ...] = ()  # keep only these classes, relabelled 0..k-1 in this order
     shuffle: str = "none"  # none | fresh | pool: random permutation of the input features
@@ -122,6 +125,13 @@ class TaskConfig:
     # outputs. The official configs/invariances.yaml (data.filter_classes split over the
     # workers, one subset each) varies the class count of meta-training this way.
     class_subsets: tuple[tuple[int, ...], ...] = ()
+    # Few-shot episodes (official omniglot_fewshot_dataset; 0 = off): each episode draws
+    # `ways` classes, shows `shots` examples of each in one shuffled sequence, then one query,
+    # a different example of one of them. Labels are the classes' order of first appearance
+    # (permuted on top with permute_labels). episode_length and metatest.steps must be
+    # ways * shots + 1; with fitness: last_loss only the query is scored, as officially.
+    ways: int = 0
+    shots: int = 1
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
 
@@ -683,6 +693,8 @@ LIMITS: dict[str, tuple[float, str]] = {
     "training.imitation_task_weight": (1e6, "the imitation term would vanish in rounding"),
     "training.gradient_clip": (1e30, "gradients are float32"),
     "task.episode_length": (10**6, "one episode's indices live on the device"),
+    "task.ways": (2**16, "a few-shot episode draws its classes on the device"),
+    "task.shots": (10**5, "a few-shot episode's examples live on the device"),
     "task.num_classes": (10**5, "VSML keeps a state per connection to every output"),
     "metatest.steps": (10**6, "curves are stored per step and episode"),
     "metatest.episodes": (10**5, "curves are stored per step and episode"),
@@ -824,6 +836,7 @@ def check_values(config: Config) -> None:
             "task.class_subsets and task.preprocess.classes both filter classes; give one: a "
             "single subset in class_subsets is the same as preprocess.classes."
         )
+    _check_fewshot(config)
     choices = {
         "task.fitness": (t.fitness, ("mean_loss", "last_loss")),
         "training.optimizer": (tr.optimizer, ("adam", "sgd")),
@@ -846,6 +859,39 @@ def check_values(config: Config) -> None:
         for i, rate in enumerate(rates):
             positive(f"{path}[{i}]", rate)
     _validate_distributed(config.distributed)
+
+
+def _check_fewshot(config: Config) -> None:
+    """task.ways/task.shots: sizes that fit each other, the network and the episode lengths;
+    the options that draw episodes another way are refused with it."""
+    t, mt, tr = config.task, config.metatest, config.training
+    if t.ways == 0:
+        return
+    if t.ways < 2:
+        raise ConfigError(f"Config key 'task.ways' is {t.ways}; a few-shot episode needs at "
+                          "least 2 classes (0 turns few-shot episodes off).")
+    positive("task.shots", t.shots)
+    if t.ways > t.num_classes:
+        raise ConfigError(f"Config key 'task.ways' is {t.ways} but the network has "
+                          f"task.num_classes = {t.num_classes} outputs. Set task.num_classes to "
+                          f"at least {t.ways} (official omniglot.yaml: both 5).")
+    steps = t.ways * t.shots + 1
+    for path, value in (("task.episode_length", t.episode_length),
+                        ("metatest.steps", mt.steps)):
+        if value != steps:
+            raise ConfigError(
+                f"Config key '{path}' is {value}, but a few-shot episode of task.ways {t.ways} "
+                f"and task.shots {t.shots} has {t.ways} x {t.shots} support steps and one "
+                f"query: set it to {steps} (official omniglot.yaml: 6 for 5 ways, 1 shot)."
+            )
+    for path, value in (("task.mixture", t.mixture), ("task.class_subsets", t.class_subsets),
+                        ("training.imitation_horizon", tr.imitation_horizon)):
+        if value:
+            raise ConfigError(
+                f"Config keys 'task.ways' and '{path}' do not go together: few-shot episodes "
+                f"draw their own classes from one dataset, in episodes of {steps} steps. Drop "
+                f"{path} or set task.ways: 0."
+            )
 
 
 def _check_conv_layers(m: ModelConfig) -> None:

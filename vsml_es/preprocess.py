@@ -130,11 +130,12 @@ def filter_classes(x: np.ndarray, y: np.ndarray, classes: tuple[int, ...], num_c
 # Per-example steps (traced inside the jitted episode scan)
 
 
-def resize_image(x: jax.Array, size: tuple[int, int]) -> jax.Array:
-    """Bilinear resize of one [H, W, C] image; antialiased when shrinking (area-like)."""
+def resize_image(x: jax.Array, size: tuple[int, int], antialias: bool = True) -> jax.Array:
+    """Bilinear resize of one [H, W, C] image; antialiased when shrinking (area-like) unless
+    ``antialias`` is off (the official code's plain bilinear, tf.image.resize's default)."""
     if tuple(x.shape[:2]) == tuple(size):
         return x
-    return jax.image.resize(x, (*size, x.shape[2]), method="linear", antialias=True)
+    return jax.image.resize(x, (*size, x.shape[2]), method="linear", antialias=antialias)
 
 
 def normalize(x: jax.Array, mode: str, mean: float, std: float, stored_uint8: bool) -> jax.Array:
@@ -162,7 +163,7 @@ def prepare_example(x: jax.Array, cfg: PreprocessConfig, mean: float, std: float
         if x.shape[0] != cfg.signal_length:
             x = jax.image.resize(x, (cfg.signal_length,), method="linear")
     elif cfg.resize:
-        x = resize_image(x, tuple(cfg.resize))
+        x = resize_image(x, tuple(cfg.resize), cfg.antialias)
     x = normalize(x, cfg.normalize, mean, std, stored_uint8)
     if cfg.pad_to:
         x = pad_to_shape(x, tuple(cfg.pad_to))

@@ -57,6 +57,13 @@ class Task:
     input_shape: tuple[int, ...] = ()  # one preprocessed example before flattening
     # task.per_dataset_outputs: outputs beyond dataset_classes are masked (see live_outputs)
     mask_outputs: bool = False
+    # Few-shot episodes (task.ways > 0; see ``fewshot_episode``): the examples are sorted by
+    # class, class c at [class_starts[c], class_starts[c] + class_counts[c]). Static, so the
+    # episode draw needs no data (any worker rebuilds it from its key alone).
+    ways: int = 0
+    shots: int = 0
+    class_starts: tuple[int, ...] = ()
+    class_counts: tuple[int, ...] = ()
 
     @property
     def parts(self) -> tuple[Task, ...]:
@@ -66,14 +73,19 @@ class Task:
     def live_outputs(self, spec: EpisodeSpec) -> jax.Array | None:
         """Outputs this episode uses: the dataset's classes when masking, else None (all)."""
         del spec
-        if not self.mask_outputs or self.dataset_classes == self.num_outputs:
+        used = self.ways or self.dataset_classes
+        if not self.mask_outputs or used == self.num_outputs:
             return None
-        return jnp.asarray(self.dataset_classes, jnp.int32)
+        return jnp.asarray(used, jnp.int32)
 
     def with_episode_length(self, steps: int) -> Task:
+        if self.ways and steps != self.ways * self.shots + 1:
+            raise DatasetError(fewshot_length_message(self.ways, self.shots, steps))
         return dataclasses.replace(self, episode_length=steps)
 
     def episode(self, key: jax.Array) -> EpisodeSpec:
+        if self.ways:
+            return self.fewshot_episode(key)
         k_idx, k_perm = jax.random.split(key)
         if self.episode_length <= self.num_examples:
             # Without replacement: a held-out stream never repeats an example.
@@ -90,6 +102,42 @@ class Task:
             transform = pre.episode_transform(jax.random.fold_in(key, _TRANSFORM_TAG),
                                               self.preprocess, self.num_features)
         return EpisodeSpec(indices.astype(jnp.int32), perm, transform)
+
+    def fewshot_episode(self, key: jax.Array) -> EpisodeSpec:
+        """A few-shot episode as the official ``omniglot_fewshot`` dataset builds it: ``ways``
+        distinct classes with ``shots + 1`` distinct examples each; the ``ways * shots``
+        support examples in one shuffled sequence, then the first example of one class drawn
+        uniformly as the query (never one of the support examples). Labels are the classes'
+        order of first appearance in the support (official: ``tf.unique``), so the query's
+        label is where its class first appeared; with ``permute_labels`` a random permutation
+        of the ``ways`` labels on top. The same EpisodeSpec as any episode: ``example`` and
+        everything downstream stay as they are."""
+        n, k = self.ways, self.shots
+        k_cls, k_ex, k_order, k_query, k_perm = jax.random.split(key, 5)
+        classes = pre.sample_without_replacement(k_cls, self.dataset_classes, n)
+        starts = jnp.asarray(self.class_starts, jnp.int32)[classes]
+        counts = jnp.asarray(self.class_counts, jnp.int32)[classes]
+        largest = max(self.class_counts)
+        scores = jax.random.uniform(k_ex, (n, largest))
+        scores = jnp.where(jnp.arange(largest) < counts[:, None], scores, -1.0)
+        picks = jax.lax.top_k(scores, k + 1)[1]  # k + 1 distinct examples of each class
+        examples = starts[:, None] + picks.astype(jnp.int32)
+        order = jax.random.permutation(k_order, n * k)
+        support = examples[:, 1:].reshape(-1)[order]
+        owner = jnp.repeat(jnp.arange(n), k)[order]  # which drawn class each support step shows
+        query = examples[jax.random.randint(k_query, (), 0, n), 0]
+        first_seen = jnp.full((n,), n * k).at[owner].min(jnp.arange(n * k))
+        labels = jnp.argsort(jnp.argsort(first_seen))  # rank of first appearance
+        if self.permute_labels:
+            labels = pre.permute_labels(k_perm, n)[labels]
+        perm = jnp.zeros((self.dataset_classes,), jnp.int32).at[classes].set(
+            labels.astype(jnp.int32))
+        transform = None
+        if self.transforms and pre.has_transforms(self.preprocess):
+            transform = pre.episode_transform(jax.random.fold_in(key, _TRANSFORM_TAG),
+                                              self.preprocess, self.num_features)
+        indices = jnp.concatenate([support, query[None]]).astype(jnp.int32)
+        return EpisodeSpec(indices, perm, transform)
 
     def example(
         self, data: TaskData, spec: EpisodeSpec, t: jax.Array
@@ -249,13 +297,30 @@ def make_task(
     permute_labels: bool,
     preprocess: PreprocessConfig | None = None,
     transforms: bool = True,
+    fewshot: tuple[int, int] = (0, 0),
 ) -> tuple[Task, TaskData]:
+    """``dataset`` as a task; ``fewshot`` (ways, shots), ways > 0: few-shot episodes."""
     cfg = preprocess or PreprocessConfig()
     x, y, classes = dataset.x, dataset.y, dataset.num_classes
     if cfg.classes:
         x, y = pre.filter_classes(x, y, tuple(cfg.classes), classes, dataset.name)
         classes = len(cfg.classes)
-    if classes > num_outputs:
+    ways, shots = fewshot
+    layout: dict[str, object] = {}
+    if ways:
+        if episode_length != ways * shots + 1:
+            raise DatasetError(fewshot_length_message(ways, shots, episode_length))
+        if ways > num_outputs:
+            raise DatasetError(
+                f"task.ways is {ways} but the network has {num_outputs} outputs. Set "
+                f"task.num_classes to at least {ways}."
+            )
+        x, y, counts = fewshot_layout(x, y, ways, shots, f"{dataset.name}:{dataset.split}")
+        classes = len(counts)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        layout = dict(ways=ways, shots=shots, class_starts=tuple(int(s) for s in starts),
+                      class_counts=tuple(int(c) for c in counts))
+    elif classes > num_outputs:
         raise DatasetError(
             f"Dataset '{dataset.name}' has {classes} classes but the network has "
             f"{num_outputs} outputs. Set task.num_classes to at least {classes}."
@@ -277,9 +342,38 @@ def make_task(
         preprocess=cfg,
         transforms=transforms,
         input_shape=tuple(shape),
+        **layout,  # type: ignore[arg-type]
     )
     data = TaskData(jnp.asarray(x), jnp.asarray(y, dtype=jnp.int32))
     return task, data
+
+
+def fewshot_length_message(ways: int, shots: int, steps: int) -> str:
+    return (f"A few-shot episode of task.ways {ways} and task.shots {shots} has "
+            f"{ways} x {shots} support steps and one query: {ways * shots + 1} steps, but "
+            f"{steps} were asked for. Set task.episode_length and metatest.steps to "
+            f"{ways * shots + 1} (official omniglot.yaml: episode_length 6 for 5 ways, 1 shot).")
+
+
+def fewshot_layout(x: np.ndarray, y: np.ndarray, ways: int, shots: int,
+                   name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The examples sorted by class, the classes present renumbered 0..C-1 in label order,
+    and each class's count: a few-shot episode then draws classes and examples from static
+    offsets. Every class needs shots + 1 examples (the support and a distinct query)."""
+    present, compact, counts = np.unique(y, return_inverse=True, return_counts=True)
+    if len(present) < ways:
+        raise DatasetError(f"Dataset '{name}' has {len(present)} classes, too few for "
+                           f"task.ways {ways}. Lower task.ways or use a dataset with more "
+                           "classes.")
+    if counts.min() < shots + 1:
+        few = present[counts < shots + 1][:5].tolist()
+        raise DatasetError(
+            f"Dataset '{name}': class(es) {few} have fewer than task.shots + 1 = {shots + 1} "
+            f"examples (a few-shot episode shows {shots} of a class and queries a different "
+            f"one; the smallest class has {counts.min()}). Lower task.shots."
+        )
+    order = np.argsort(compact, kind="stable")
+    return x[order], compact[order].astype(np.int32), counts
 
 
 def load_task(
@@ -291,11 +385,13 @@ def load_task(
     data_dir: str | None = None,
     num_features: int | None = None,
     preprocess: PreprocessConfig | None = None,
+    fewshot: tuple[int, int] = (0, 0),
 ) -> tuple[Task, TaskData]:
     """Load a dataset by reference and wrap it as a task; checks the input size fits."""
     name, split = parse_dataset_ref(ref, default_split)
     dataset = load_dataset(name, split, data_dir)
-    task, data = make_task(dataset, episode_length, num_outputs, permute_labels, preprocess)
+    task, data = make_task(dataset, episode_length, num_outputs, permute_labels, preprocess,
+                           fewshot=fewshot)
     if num_features is not None and task.num_features != num_features:
         raise DatasetError(
             f"Dataset '{ref}' has {task.num_features} input features (shape "
@@ -366,7 +462,8 @@ def build_task(config: TaskConfig) -> tuple[Task | MixtureTask, Data]:
     else:
         task, data = load_task(config.dataset, config.split, config.episode_length,
                                config.num_classes, config.permute_labels, config.data_dir,
-                               preprocess=config.preprocess)
+                               preprocess=config.preprocess,
+                               fewshot=(config.ways, config.shots))
     return with_output_mask(task, config.per_dataset_outputs), data
 
 
@@ -377,7 +474,8 @@ def load_metatest_task(ref: str, task: TaskConfig, metatest: MetaTestConfig, ste
     sized = split_size(ref)[1] is not None
     loaded, data = load_task(ref, "test", steps, task.num_classes, task.permute_labels,
                              task.data_dir, None if sized else num_features,
-                             preprocess=ref_preprocess(ref, metatest.preprocess))
+                             preprocess=ref_preprocess(ref, metatest.preprocess),
+                             fewshot=(task.ways, task.shots))
     loaded = with_output_mask(loaded, task.per_dataset_outputs)
     return dataclasses.replace(loaded, name=ref) if sized else loaded, data
 
@@ -427,6 +525,11 @@ def check_dataset_refs(task: TaskConfig, metatest: MetaTestConfig) -> None:
                     f"'{name}' has only classes 0..{spec.num_classes - 1}."
                 )
         classes = len(pre_cfg.classes) or spec.num_classes
+        if task.ways:  # a few-shot episode has task.ways classes, whatever the dataset has
+            if classes < task.ways:
+                raise DatasetError(f"Dataset '{name}' ({path}) has {classes} classes, too "
+                                   f"few for task.ways {task.ways}.")
+            classes = task.ways
         if path.startswith("task") and task.class_subsets:
             too_big = sorted({c for s in task.class_subsets for c in s if c >= spec.num_classes})
             if too_big:

@@ -50,6 +50,11 @@ def _find_in(spec: IdxSpec, directory: Path) -> tuple[Found | None, list[str]]:
     """Locate the sources in one directory; also return the names still missing."""
     files: dict[str, Path] = {}
     missing: list[str] = []
+    if spec.archive_only:  # loose members cannot be verified: only the archive will do
+        assert spec.archive is not None
+        if (directory / spec.archive.filename).is_file():
+            return Found(str(directory), {}, archive=directory / spec.archive.filename), []
+        return None, [spec.archive.filename]
     for f in spec.files:
         candidates = [directory / f.filename, directory / f.raw_name]
         if spec.archive is not None:
@@ -78,7 +83,12 @@ def locate(spec: IdxSpec, data_dir: Path, manual_dir: Path | None) -> Found | No
         if found is not None:
             return found
         if manual_dir is not None:
-            alt = f" (or {spec.archive.filename}, which holds them)" if spec.archive else ""
+            alt = ""
+            if spec.archive_only:
+                alt = (" (its members have no published checksums of their own, so only the "
+                       "verified archive is accepted, not extracted files)")
+            elif spec.archive:
+                alt = f" (or {spec.archive.filename}, which holds them)"
             raise DatasetError(
                 f"--manual-dir {manual_dir} lacks {spec.name} source files: "
                 f"{', '.join(missing)}{alt}. Expected the original files from {spec.homepage}."
@@ -114,7 +124,14 @@ def _mismatch(spec: IdxSpec, source: SourceFile, origin: str, digest: str,
 
 
 def verify_bytes(spec: IdxSpec, source: SourceFile, data: bytes, origin: str) -> bytes:
-    """Check ``data`` against the published hashes; return the decompressed IDX content."""
+    """Check ``data`` against the published hashes; return the decompressed IDX content.
+    A member without hashes of its own (``archive_only``) comes from the verified archive:
+    only decompressed here (``read_verified`` never passes one from anywhere else)."""
+    if source.archive_only:
+        try:
+            return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+        except (OSError, EOFError, zlib.error) as err:
+            raise DatasetError(f"{origin} does not decompress ({err}).") from None
     digest = hashlib.sha256(data).hexdigest()
     if digest in source.sha256_gz:
         return gzip.decompress(data)
@@ -158,6 +175,9 @@ def read_verified(spec: IdxSpec, found: Found, progress: bool = False) -> dict[s
     if found.archive is not None:
         blobs = _read_archive(spec, found.archive, progress)
     else:
+        if spec.archive_only:  # _find_in never locates such files; guard the trust rule
+            raise DatasetError(f"{spec.name} is verified only through its archive "
+                               f"{spec.archive.filename if spec.archive else ''}.")
         blobs = {key: (path.read_bytes(), str(path)) for key, path in found.files.items()}
     arrays: dict[str, np.ndarray] = {}
     for f in spec.files:
@@ -179,6 +199,8 @@ def read_verified(spec: IdxSpec, found: Found, progress: bool = False) -> dict[s
 
 def offline_alternative(spec: IdxSpec, data_dir: Path) -> str:
     names = spec.archive.filename if spec.archive else ", ".join(f.filename for f in spec.files)
+    if spec.archive_only:
+        names += " (the archive itself: its members have no published checksums of their own)"
     text = (f"Offline alternative: copy {names} (from {spec.homepage}) into a directory DIR "
             f"and run '{prepare_command(spec.name, data_dir)} --manual-dir DIR', or put them "
             f"in {data_dir / 'manual' / spec.name}.")

@@ -17,6 +17,9 @@ Provenance of the values (checked against public listings while writing this mod
 * EMNIST ``gzip.zip``: TFDS's ``url_checksums/emnist.txt`` and many independent listings.
   Balanced members: train files match two independent listings; the two test files were found
   in a single public listing only. Members read from the verified zip are also CRC-checked.
+  ByClass members: no per-file hashes are published, so they are accepted only as members of
+  the verified ``gzip.zip`` (its SHA-256 covers every byte of them; the zip's CRC-32 catches a
+  bad extraction), never as loose files.
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ class SourceFile:
     @property
     def raw_name(self) -> str:
         return self.filename.removesuffix(".gz")
+
+    @property
+    def archive_only(self) -> bool:
+        """No hash of its own: trusted only as a member of its spec's verified archive."""
+        return not (self.sha256_gz or self.sha256_raw)
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,11 @@ class IdxSpec:
     offline_hint: str = ""
     image_shape: tuple[int, int, int] = (28, 28, 1)
     notes: str = ""
+
+    @property
+    def archive_only(self) -> bool:
+        """Its files can only be verified through the archive that holds them."""
+        return any(f.archive_only for f in self.files)
 
     def file(self, key: str) -> SourceFile:
         return next(f for f in self.files if f.key == key)
@@ -174,7 +187,25 @@ EMNIST = IdxSpec(
     notes="Images are stored as published: transposed relative to the usual orientation.",
 )
 
-IDX_SPECS: dict[str, IdxSpec] = {s.name: s for s in (MNIST, FASHION_MNIST, KMNIST, EMNIST)}
+# TFDS's default EMNIST configuration, which the official VSML code reads (tfds 'emnist'):
+# the same verified archive as Balanced, its byclass members (counts as TFDS lists them).
+EMNIST_BYCLASS = IdxSpec(
+    name="emnist_byclass",
+    title="EMNIST ByClass (handwritten digits and letters, 62 unbalanced classes)",
+    homepage=EMNIST.homepage,
+    archive=EMNIST.archive,
+    files=tuple(
+        SourceFile(key, f"emnist-byclass-{key.replace('_', '-')}-idx{3 if 'images' in key else 1}"
+                        "-ubyte.gz", ())
+        for key in SPLIT_KEYS
+    ),
+    num_examples={"train": 697932, "test": 116323},
+    class_names=tuple("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"),
+    notes=EMNIST.notes,
+)
+
+IDX_SPECS: dict[str, IdxSpec] = {s.name: s for s in (MNIST, FASHION_MNIST, KMNIST, EMNIST,
+                                                      EMNIST_BYCLASS)}
 
 
 def identify(sha256: str) -> str | None:
