@@ -65,8 +65,8 @@ def pooled_rows(pooled: dict[str, dict[str, np.ndarray]],
                 if step <= curves.shape[1]:
                     values = np.array([window_mean(c, step) for c in curves])
                     row[f"acc@{step}"] = float(values.mean())
-                    row[f"acc@{step}_t95"] = float(t_interval(values)) if len(values) > 1 \
-                        else float("nan")
+                    row[f"acc@{step}_t95"] = (float("nan") if len(values) < 2 else 0.0
+                                              if np.ptp(values) == 0 else float(t_interval(values)))
             rows.append(row)
     return rows
 
