@@ -18,6 +18,13 @@ OUTPUT_FILES = ("summary.csv", "table.md", "tuning.csv", "curves_*.csv", "curves
 WINDOW = 0.1  # "accuracy at step s" averages inner steps within +-10% of s (noise of 0/1 hits)
 
 
+def step_window(step: int, steps: int) -> slice:
+    """The inner steps (0-based slice) that 'accuracy at step s' averages: within ±WINDOW·s."""
+    lo = max(1, int(round(step * (1 - WINDOW))))
+    hi = min(steps, int(round(step * (1 + WINDOW))))
+    return slice(lo - 1, hi)
+
+
 @dataclass
 class Curves:
     method: str
@@ -27,9 +34,7 @@ class Curves:
 
     def at_step(self, step: int) -> np.ndarray:
         """Per-episode accuracy around inner step ``step`` (1-based), window +-WINDOW*step."""
-        lo = max(1, int(round(step * (1 - WINDOW))))
-        hi = min(self.accuracy.shape[1], int(round(step * (1 + WINDOW))))
-        return self.accuracy[:, lo - 1 : hi].mean(axis=1)
+        return self.accuracy[:, step_window(step, self.accuracy.shape[1])].mean(axis=1)
 
     def summary(self, report_steps: tuple[int, ...] = ()) -> dict[str, Any]:
         steps = self.accuracy.shape[1]
@@ -167,13 +172,21 @@ def plot_curves(path: Path, curves: list[Curves]) -> None:
         err = np.array([ci95(v) for v in per_step])
         ax.plot(x, mean, label=c.method)
         ax.fill_between(x, np.clip(mean - err, 0, 1), np.clip(mean + err, 0, 1), alpha=0.2)
+    finish_curve_plot(fig, ax, path, f"Meta-test on {curves[0].dataset}")
+
+
+def finish_curve_plot(fig: Any, ax: Any, path: Path, title: str, legend_size: int = 8,
+                      title_size: float | None = None) -> None:
+    """The axes every learning-curve plot shares (log steps, accuracy 0-1), then save."""
+    import matplotlib.pyplot as plt
+
     ax.set_xscale("log")
     ax.set_xlabel("inner step (examples seen)")
     ax.set_ylabel(f"online accuracy (steps within ±{WINDOW:.0%})")
-    ax.set_title(f"Meta-test on {curves[0].dataset}")
+    ax.set_title(title, fontsize=title_size)
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=legend_size)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from vsml_es.reporting import WINDOW, plot_steps, t_interval
+from vsml_es.reporting import WINDOW, finish_curve_plot, plot_steps, step_window, t_interval
 
 # What a pooled comparison writes beside its per-seed directories.
 POOLED_FILES = ("table.md", "summary.csv", "curves_*.png")
@@ -31,9 +31,7 @@ def read_step_accuracy(path: Path) -> dict[str, np.ndarray]:
 
 def window_mean(per_step: np.ndarray, step: int) -> float:
     """Accuracy 'at step s' as ``Curves.at_step`` defines it (inner steps within ±10 % of s)."""
-    lo = max(1, int(round(step * (1 - WINDOW))))
-    hi = min(per_step.shape[0], int(round(step * (1 + WINDOW))))
-    return float(per_step[lo - 1 : hi].mean())
+    return float(per_step[step_window(step, per_step.shape[0])].mean())
 
 
 def _datasets(seed_dir: Path) -> list[str]:
@@ -112,17 +110,8 @@ def plot_pooled(path: Path, dataset: str, methods: dict[str, np.ndarray]) -> Non
             half = t_interval(values)
             ax.fill_between(x, np.clip(mean - half, 0, 1), np.clip(mean + half, 0, 1),
                             alpha=0.2)
-    ax.set_xscale("log")
-    ax.set_xlabel("inner step (examples seen)")
-    ax.set_ylabel(f"online accuracy (steps within ±{WINDOW:.0%})")
-    ax.set_title(f"Meta-test on {dataset}: mean and 95 % interval across meta-training seeds",
-                 fontsize=9)
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    finish_curve_plot(fig, ax, path, f"Meta-test on {dataset}: mean and 95 % interval across "
+                      "meta-training seeds", legend_size=7, title_size=9)
 
 
 def write_pooled(out_dir: Path, seed_dirs: list[Path],
