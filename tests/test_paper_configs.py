@@ -103,11 +103,13 @@ def toy_overrides(path: Path) -> list[str]:
     hidden = [min(size, 3) for size in config.model.hidden_layers]
     # A carried imitation horizon must stay a multiple of the (toy) episode length.
     horizon = ["training.imitation_horizon=8"] if config.training.imitation_horizon else []
-    return [*data, *horizon,
+    # Several input sizes stay several (two toy ones: each size compiles its own evaluation).
+    size = (["task.input_sizes=[[5, 5], [3, 3]]"] if task.input_sizes
+            else ["task.preprocess.resize=[5, 5]"])
+    return [*data, *horizon, *size,
             f"model.hidden_layers={hidden}",
             "metatest.datasets=[random:test]",
             "task.episode_length=4",
-            "task.preprocess.resize=[5, 5]",
             "task.preprocess.projection_pool=2",
             "training.population_size=4",
             "training.eval_chunk=4",
@@ -145,11 +147,13 @@ def test_one_generation_at_toy_size(group: str, tmp_path: Path, request) -> None
     assert (config.task.per_dataset_outputs, config.task.permute_labels,
             config.task.preprocess.normalize, config.task.preprocess.projection,
             config.task.class_subsets, config.training.method, config.task.ways,
-            config.task.shots, config.task.fitness, config.task.preprocess.antialias) == (
+            config.task.shots, config.task.fitness, config.task.preprocess.antialias,
+            len(config.task.input_sizes) > 1) == (
         shipped.task.per_dataset_outputs, shipped.task.permute_labels,
         shipped.task.preprocess.normalize, shipped.task.preprocess.projection,
         shipped.task.class_subsets, shipped.training.method, shipped.task.ways,
-        shipped.task.shots, shipped.task.fitness, shipped.task.preprocess.antialias)
+        shipped.task.shots, shipped.task.fitness, shipped.task.preprocess.antialias,
+        len(shipped.task.input_sizes) > 1)
     result = run.train(config, tmp_path / "run", metatest=False, log=lambda message: None)
     assert result.generation == 1
     assert math.isfinite(result.final_fitness)

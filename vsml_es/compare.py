@@ -23,13 +23,14 @@ from vsml_es.evaluator import make_eval_spec
 from vsml_es.experiment import experiment_from_dict, learner_file_config, with_overrides
 from vsml_es.learners import build_learner, size_free_names
 from vsml_es.metatest import Contender, meta_learned, run_metatest
+from vsml_es.multisize import TrainingTask, build_training_task, check_size_free, single_size
 from vsml_es.paths import check_output_dir
 from vsml_es.resources import check_before_work
 from vsml_es.resume import plan_resume
 from vsml_es.seed_pool import POOLED_FILES, write_pooled
 from vsml_es.storage.learner_file import read_learner_file
 from vsml_es.storage.params import load_params
-from vsml_es.tasks import Data, EpisodeSource, build_task, check_metatest_fits
+from vsml_es.tasks import Data, check_metatest_fits
 from vsml_es.trainer import Trainer
 
 TIMING_FILE = "train_seconds.json"
@@ -63,7 +64,7 @@ def _finished_params(run_dir: Path, config: Config) -> tuple[Any, dict] | None:
     return params, meta
 
 
-def train_learner(config: Config, run_dir: Path, task: EpisodeSource, data: Data,
+def train_learner(config: Config, run_dir: Path, task: TrainingTask, data: Data,
                   backend: Backend) -> tuple[Any, float, bool]:
     """(params, seconds, reused): meta-train one learner on ``task`` (resuming an interrupted
     run), or reuse a finished one. ``seconds`` counts the training done by this process."""
@@ -110,6 +111,7 @@ def run_compare(config: Config, out_dir: Path, log: Any = print) -> tuple[list[d
     """Meta-train ``compare.learners``, meta-test everything; returns (summaries, timing)."""
     out_dir = Path(out_dir)
     check_output_dir(out_dir, OUTPUT_ENTRIES, "--out")
+    check_size_free(config, tuple(config.compare.learners), "compare.learners")
     for learner in config.compare.learners:  # each learner's config is checked before any work
         learner_config(config, learner)
     pretrained = pretrained_contenders(config)  # and each given learner file
@@ -118,7 +120,7 @@ def run_compare(config: Config, out_dir: Path, log: Any = print) -> tuple[list[d
     out_dir.mkdir(parents=True, exist_ok=True)
     contenders, timing = [], {}
     with open_backend(config.distributed, log) as backend:  # Ray first, then the data
-        task, data = build_task(config.task)
+        task, data = build_training_task(config.task)
         for name in config.compare.learners:
             cfg = learner_config(config, name)
             tr = cfg.training
@@ -136,8 +138,8 @@ def run_compare(config: Config, out_dir: Path, log: Any = print) -> tuple[list[d
         contenders.append(contender)
     started = time.perf_counter()
     log("meta-testing " + ", ".join(config.metatest.datasets))
-    summaries = run_metatest(contenders, config, out_dir / "metatest", training=(task, data),
-                             num_features=task.num_features)
+    summaries = run_metatest(contenders, config, out_dir / "metatest",
+                             training=(single_size(task), data), num_features=task.num_features)
     timing["metatest_seconds"] = time.perf_counter() - started
     (out_dir / "timing.json").write_text(json.dumps(timing, indent=2) + "\n")
     return summaries, timing

@@ -132,6 +132,13 @@ class TaskConfig:
     # ways * shots + 1; with fitness: last_loss only the query is scored, as officially.
     ways: int = 0
     shots: int = 1
+    # Meta-train at several image sizes, [HEIGHT, WIDTH] each (empty: one size, the data's own
+    # or preprocess.resize's). Episode id i (one per antithetic pair) is resized to entry
+    # i mod len, so every generation has equal shares of pairs at each size, as the official
+    # invariances.yaml had equal shares of MPI workers at each data.preprocess.resize. Each
+    # size is its own compiled evaluation; a size equal to the data's own is no resize (the
+    # official null). Needs a size-free learner (VSML) and ES; replaces preprocess.resize.
+    input_sizes: tuple[tuple[int, ...], ...] = ()
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
 
@@ -203,7 +210,8 @@ class MetaTestConfig:
     sgd_learning_rates: tuple[float, ...] = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
     sgd_tuning_episodes: int = 16  # tuning episodes per learning rate (all gradient baselines)
     # Gradient baselines beside the meta-learned learner, each with its learning rate tuned on
-    # meta-training streams: sgd, adam (linear), sgd_mlp, adam_mlp (one hidden layer).
+    # meta-training streams: sgd, adam (linear), sgd_mlp, adam_mlp (one hidden layer),
+    # sgd_conv, adam_conv (the official 3-conv few-shot baseline net; image data only).
     baselines: tuple[str, ...] = ("sgd",)
     adam_learning_rates: tuple[float, ...] = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
     mlp_hidden: int = 160  # hidden units of the *_mlp baselines
@@ -837,6 +845,7 @@ def check_values(config: Config) -> None:
             "single subset in class_subsets is the same as preprocess.classes."
         )
     _check_fewshot(config)
+    _check_input_sizes(config)
     choices = {
         "task.fitness": (t.fitness, ("mean_loss", "last_loss")),
         "training.optimizer": (tr.optimizer, ("adam", "sgd")),
@@ -892,6 +901,36 @@ def _check_fewshot(config: Config) -> None:
                 f"draw their own classes from one dataset, in episodes of {steps} steps. Drop "
                 f"{path} or set task.ways: 0."
             )
+
+
+def _check_input_sizes(config: Config) -> None:
+    """task.input_sizes: [HEIGHT, WIDTH] pairs, distinct, and none of the options that fix
+    the input shape or the way the population is evaluated another way."""
+    t = config.task
+    for i, size in enumerate(t.input_sizes):
+        if len(size) != 2 or not all(1 <= s <= 4096 for s in size):
+            raise ConfigError(
+                f"Config key 'task.input_sizes[{i}]' is {list(size)}; each entry is an image "
+                "size [HEIGHT, WIDTH] of 1-4096 pixels each, e.g. task.input_sizes: [[28, 28], "
+                "[14, 14], [32, 32]] (a list of lists)."
+            )
+    if len(set(t.input_sizes)) != len(t.input_sizes):
+        raise ConfigError(f"Config key 'task.input_sizes' lists a size twice: "
+                          f"{[list(s) for s in t.input_sizes]}. Give each size once.")
+    if not t.input_sizes:
+        return
+    for key, value in (("resize", t.preprocess.resize), ("pad_to", t.preprocess.pad_to)):
+        if value:
+            raise ConfigError(
+                f"Config keys 'task.input_sizes' and 'task.preprocess.{key}' do not go "
+                f"together: input_sizes sets each episode's image size. Drop "
+                f"task.preprocess.{key}, or list the one size in task.input_sizes."
+            )
+    if config.training.method != "es":
+        raise ConfigError(
+            f"Config key 'task.input_sizes' needs training.method: es (got "
+            f"'{config.training.method}'): the gradient methods unroll one input size."
+        )
 
 
 def _check_conv_layers(m: ModelConfig) -> None:

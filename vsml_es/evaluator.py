@@ -18,7 +18,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from vsml_es.config import Config
 from vsml_es.episodes import population_fitness_on
 from vsml_es.learners import Learner, build_learner
-from vsml_es.tasks import Data, EpisodeSource, build_task
+from vsml_es.multisize import TrainingTask, build_training_task, member_groups
+from vsml_es.tasks import Data
 
 
 class Evaluation(NamedTuple):
@@ -63,13 +64,13 @@ class EvalSpec:
     """Everything needed to rebuild the evaluation function anywhere (hashable, small)."""
 
     learner: Learner
-    task: EpisodeSource
+    task: TrainingTask  # one stream, or one per input size (task.input_sizes)
     fitness_mode: str
     seed: int
     chunk: int
 
 
-def make_eval_spec(config: Config, task: EpisodeSource) -> EvalSpec:
+def make_eval_spec(config: Config, task: TrainingTask) -> EvalSpec:
     """The evaluation of ``model.learner`` on an already built meta-training task."""
     return EvalSpec(build_learner(config.model.learner, config), task, config.task.fitness,
                     config.training.seed, config.training.eval_chunk)
@@ -77,7 +78,7 @@ def make_eval_spec(config: Config, task: EpisodeSource) -> EvalSpec:
 
 def build_eval_spec(config: Config) -> tuple[EvalSpec, Data]:
     """Task (one dataset or a mixture, preprocessed) and evaluation spec, from scratch."""
-    task, data = build_task(config.task)
+    task, data = build_training_task(config.task)
     return make_eval_spec(config, task), data
 
 
@@ -97,31 +98,36 @@ def evaluate_members(
 
     Chunks run one per device in parallel (default: all local devices, e.g. the GPUs, or the
     host devices of ``vsml_es.host_devices``). Every device runs the same single-chunk
-    computation, so fitness does not depend on the device count.
+    computation, so fitness does not depend on the device count. With several input sizes
+    (``task.input_sizes``) each size's members form chunks of their own, so a member's
+    fitness depends only on its episode id, not on which members share its shard.
     """
     population = jax.tree.map(np.asarray, population)
     episode_ids = np.asarray(episode_ids, dtype=np.int32)
-    n = episode_ids.shape[0]
     devices = tuple(devices or jax.local_devices())
-    # Pad the last chunk with copies of the last member.
-    chunks = [np.minimum(np.arange(s, s + spec.chunk), n - 1) for s in range(0, n, spec.chunk)]
+    fitness = np.zeros(episode_ids.shape[0], np.float32)
+    accuracy = np.zeros(episode_ids.shape[0], np.float32)
     pending = []
-    for first in range(0, len(chunks), len(devices)):
-        group = chunks[first : first + len(devices)]
-        on = devices[: len(group)]
-        index = np.concatenate(group)
-        fn = population_fitness_on(on, spec.task, spec.learner, spec.fitness_mode)
-        pending.append(  # dispatched asynchronously: groups queue up while others run
-            fn(
+    for task, members in member_groups(spec.task, episode_ids):
+        m = len(members)
+        # Pad the last chunk with copies of the last member.
+        chunks = [members[np.minimum(np.arange(s, s + spec.chunk), m - 1)]
+                  for s in range(0, m, spec.chunk)]
+        for first in range(0, len(chunks), len(devices)):
+            group = chunks[first : first + len(devices)]
+            on = devices[: len(group)]
+            index = np.concatenate(group)
+            fn = population_fitness_on(on, task, spec.learner, spec.fitness_mode)
+            pending.append((index, fn(  # dispatched asynchronously: groups queue up
                 slice_members(population, index),
                 np.int32(spec.seed),
                 np.int32(generation),
                 episode_ids[index],
                 replicated(data, on),
-            )
-        )
-    fitness = np.concatenate([np.asarray(f) for f, _ in pending])[:n]
-    accuracy = np.concatenate([np.asarray(a) for _, a in pending])[:n]
+            )))
+    for index, (f, a) in pending:  # padding copies write their member's own value again
+        fitness[index] = np.asarray(f)
+        accuracy[index] = np.asarray(a)
     return Evaluation(fitness, accuracy)
 
 

@@ -28,9 +28,10 @@ from vsml_es.config import (
 from vsml_es.errors import ConfigError, UserError
 from vsml_es.es import validate_strategy
 from vsml_es.learners import build_learner, validate_learner_names
+from vsml_es.multisize import check_size_free
 from vsml_es.preprocess import validate_task_config
 from vsml_es.storage.learner_file import read_learner_file
-from vsml_es.tasks import check_conv_inputs, check_dataset_refs
+from vsml_es.tasks import check_conv_inputs, check_dataset_refs, check_image_inputs
 from vsml_es.tracking import validate_tracking
 
 
@@ -44,12 +45,24 @@ def validate(config: Config, *, check_warm_start: bool = True) -> Config:
     check_dataset_refs(config.task, config.metatest)
     check_conv_inputs(config.model, config.task, config.metatest)
     validate_learner_names(config)
+    _check_conv_baselines(config)
+    check_size_free(config, (config.model.learner,), "model.learner")
     validate_strategy(config.training)
     validate_tracking(config.logging)
     _validate_es_settings(config)
     _validate_pretrained(config)
     _validate_method(config, check_warm_start)
     return config
+
+
+def _check_conv_baselines(config: Config) -> None:
+    """Baselines that convolve (adam_conv, sgd_conv) need image-shaped meta-test data and
+    meta-training streams (their learning rate is tuned on those)."""
+    convolving = [name for name in config.metatest.baselines
+                  if build_learner(name, config).takes_input_shape]
+    if convolving:
+        check_image_inputs(config.task, config.metatest,
+                           f"metatest.baselines ({', '.join(convolving)})")
 
 
 def _validate_pretrained(config: Config) -> None:

@@ -12,7 +12,7 @@ import os
 from vsml_es.config import Config
 from vsml_es.errors import ConfigError
 from vsml_es.learners import size_free_names
-from vsml_es.tasks import check_datasets_ready, check_metatest_fits, training_num_features
+from vsml_es.tasks import check_datasets_ready, check_metatest_fits, training_feature_counts
 
 WORKING_SET = 4  # states, their update and the gate temporaries live at once (measured ~3x)
 
@@ -59,4 +59,4 @@ def check_before_work(config: Config, metatest: bool = True,
         size_free = size_free_names(config, learners or (config.model.learner,)) or ()
         check_metatest_fits(config.task, config.metatest,
                             size_free=(*size_free, *given_size_free) or None)
-    check_fits(config, training_num_features(config.task))
+    check_fits(config, max(training_feature_counts(config.task)))  # the largest input size

@@ -24,13 +24,14 @@ from vsml_es.introspect import introspect_learner
 from vsml_es.introspect_report import OUTPUT_FILES as INTROSPECT_FILES
 from vsml_es.learners import Params, size_free_names
 from vsml_es.metatest import meta_learned, run_metatest
+from vsml_es.multisize import build_training_task, single_size
 from vsml_es.paths import check_new_run_dir, check_output_dir
 from vsml_es.reporting import OUTPUT_FILES
 from vsml_es.resources import check_before_work
 from vsml_es.resume import ResumePlan, plan_resume
 from vsml_es.runs import plot_runs
 from vsml_es.storage.learner_file import read_learner_file
-from vsml_es.tasks import build_task, check_datasets_ready, check_metatest_fits
+from vsml_es.tasks import check_datasets_ready, check_metatest_fits
 from vsml_es.tracking import open_trackers
 from vsml_es.trainer import Trainer, write_run_config
 
@@ -66,7 +67,7 @@ def train(config: Config, run_dir: Path, *, resume: ResumePlan | None = None,
     if config.training.method != "es":  # gradients in-process: no Ray to start
         distributed = dataclasses.replace(distributed, workers=0)
     with open_backend(distributed, log) as backend:  # Ray first, then the data
-        task, data = build_task(config.task)
+        task, data = build_training_task(config.task)
         spec = make_eval_spec(config, task)
         with backend.evaluator(spec, data) as evaluator:
             trainer = Trainer(config, run_dir, evaluator=evaluator, spec=spec, data=data)
@@ -79,7 +80,8 @@ def train(config: Config, run_dir: Path, *, resume: ResumePlan | None = None,
     summaries = None
     if metatest:
         summaries = run_metatest([meta_learned(config, params)], config, run_dir / "metatest",
-                                 training=(task, data), num_features=task.num_features)
+                                 training=(single_size(task), data),
+                                 num_features=task.num_features)
         trackers = open_trackers(config.logging, run_dir, state.generation, append=True)
         trackers.log_metatest(summaries)
         trackers.close()

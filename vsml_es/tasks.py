@@ -287,7 +287,18 @@ def task_at_size(task: TaskConfig, size: tuple[int, ...]) -> TaskConfig:
                            "meta-training streams cannot be resampled to another size.")
     resized = dataclasses.replace(cfg, resize=tuple(size),
                                   signal_length=math.prod(size) if cfg.signal_length else 0)
-    return dataclasses.replace(task, preprocess=resized)
+    return dataclasses.replace(task, preprocess=resized, input_sizes=())
+
+
+def primary_size(task: TaskConfig) -> TaskConfig:
+    """The task at its first ``input_sizes`` entry (itself without them): the one input size
+    that single-stream uses see (tuning baselines, the network's recorded input size)."""
+    return task_at_size(task, task.input_sizes[0]) if task.input_sizes else task
+
+
+def sized_tasks(task: TaskConfig) -> tuple[TaskConfig, ...]:
+    """The task at each of its ``input_sizes`` (itself alone without them)."""
+    return tuple(task_at_size(task, size) for size in task.input_sizes) or (task,)
 
 
 def make_task(
@@ -452,7 +463,9 @@ def with_output_mask(task: Task | MixtureTask, on: bool) -> Task | MixtureTask:
 
 
 def build_task(config: TaskConfig) -> tuple[Task | MixtureTask, Data]:
-    """The meta-training task of ``config``: one dataset, or a mixture."""
+    """The meta-training task of ``config``: one dataset, or a mixture (at the first of
+    ``input_sizes``; ``vsml_es.multisize`` builds the others)."""
+    config = primary_size(config)
     if config.mixture or config.class_subsets:
         task, data = load_mixture_task(config.mixture or (config.dataset,),
                                        config.mixture_weights, config.split,
@@ -545,7 +558,15 @@ def check_dataset_refs(task: TaskConfig, metatest: MetaTestConfig) -> None:
                 "keep fewer classes with preprocess.classes."
             )
         if path.startswith("task."):  # meta-test shapes: check_metatest_fits, when they matter
-            features[path] = static_num_features(path, name, pre_cfg)
+            images = len(spec.example_shape) == 3 or task.preprocess.signal_length
+            if task.input_sizes and not images:
+                raise DatasetError(
+                    f"Config key 'task.input_sizes' resizes every meta-training episode, but "
+                    f"dataset '{name}' ({path}) has examples of shape {spec.example_shape}, not "
+                    "images. Drop task.input_sizes, or meta-train on image datasets."
+                )
+            counts = [static_num_features(path, name, t.preprocess) for t in sized_tasks(task)]
+            features[path] = counts[0]
     if len(set(features.values())) > 1:
         raise DatasetError(
             "The datasets of task.mixture preprocess to different input sizes ("
@@ -555,14 +576,19 @@ def check_dataset_refs(task: TaskConfig, metatest: MetaTestConfig) -> None:
 
 
 def check_conv_inputs(model: ModelConfig, task: TaskConfig, metatest: MetaTestConfig) -> None:
-    """With ``model.conv_layers`` every dataset (meta-training and meta-test) must reach the
-    network as images, HEIGHT x WIDTH x CHANNELS after preprocessing (conv VSML layers slide
-    over the image), and a mixture's datasets as images of one shape. From the registry."""
-    if not model.conv_layers:
-        return
+    """With ``model.conv_layers`` every dataset must reach the network as images (conv VSML
+    layers slide over the image): see :func:`check_image_inputs`."""
+    if model.conv_layers:
+        check_image_inputs(task, metatest, "model.conv_layers")
+
+
+def check_image_inputs(task: TaskConfig, metatest: MetaTestConfig, who: str) -> None:
+    """Every dataset (meta-training and meta-test) reaches ``who`` (a config key whose
+    network convolves) as images, HEIGHT x WIDTH x CHANNELS after preprocessing, and a
+    mixture's datasets as images of one shape. From the registry, before any work."""
     train_shapes: dict[str, tuple[int, ...]] = {}
     for path, ref, name, _ in dataset_refs(task, metatest):
-        pre_cfg = (task.preprocess if path.startswith("task")
+        pre_cfg = (primary_size(task).preprocess if path.startswith("task")
                    else ref_preprocess(ref, metatest.preprocess))
         try:
             shape = tuple(pre.output_shape(name, get_spec(name).example_shape, pre_cfg))
@@ -570,15 +596,15 @@ def check_conv_inputs(model: ModelConfig, task: TaskConfig, metatest: MetaTestCo
             raise DatasetError(f"Config key '{path}': {err}") from None
         if len(shape) != 3:
             raise DatasetError(
-                f"model.conv_layers needs image-shaped data (HEIGHT x WIDTH x CHANNELS), but "
+                f"{who} needs image-shaped data (HEIGHT x WIDTH x CHANNELS), but "
                 f"dataset '{name}' ({path}) has examples of shape {shape} after "
-                "preprocessing. Use an image dataset, or drop model.conv_layers for it."
+                f"preprocessing. Use an image dataset, or drop {who} for it."
             )
         if path.startswith("task."):
             train_shapes[path] = shape
     if len(set(train_shapes.values())) > 1:
         raise DatasetError(
-            "With model.conv_layers the datasets of task.mixture must be images of one shape ("
+            f"With {who} the datasets of task.mixture must be images of one shape ("
             + "; ".join(f"{p}: {s}" for p, s in train_shapes.items()) + "). Resize them with "
             "task.preprocess.resize."
         )
@@ -593,9 +619,15 @@ def static_num_features(ref_path: str, name: str, preprocess: PreprocessConfig) 
 
 
 def training_num_features(task: TaskConfig) -> int:
-    """The network's input size for this meta-training data, from the registry."""
+    """The network's input size for this meta-training data (at its first input size),
+    from the registry."""
+    return training_feature_counts(task)[0]
+
+
+def training_feature_counts(task: TaskConfig) -> tuple[int, ...]:
+    """The network's input size at each of ``task.input_sizes`` (one entry without them)."""
     path, _, name, _ = dataset_refs(task, MetaTestConfig(datasets=()))[0]
-    return static_num_features(path, name, task.preprocess)
+    return tuple(static_num_features(path, name, t.preprocess) for t in sized_tasks(task))
 
 
 def check_metatest_fits(task: TaskConfig, metatest: MetaTestConfig,
