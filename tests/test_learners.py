@@ -17,7 +17,9 @@ from vsml_es.learners import LEARNERS, build_learner
 from vsml_es.learners.gradient import GradientLearner, init_mlp
 from vsml_es.tasks import make_task
 
-GRADIENT = sorted(name for name, entry in LEARNERS.items() if not entry.meta_learned)
+# The flat-input gradient baselines (the conv ones need images: tests/test_conv_baseline.py).
+GRADIENT = sorted(name for name, entry in LEARNERS.items() if not entry.meta_learned
+                  and not entry.build(load_config(None, [])).takes_input_shape)
 
 
 def clusters(num_classes: int, features: int = 8, n: int = 2000, minority: float | None = None,

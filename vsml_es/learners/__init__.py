@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from vsml_es.config import Config
 from vsml_es.errors import ConfigError, unknown_choice
 from vsml_es.learners.base import InitFn, Learner, Params, StepFn
+from vsml_es.learners.conv_gradient import ConvGradientLearner
 from vsml_es.learners.fwm import FwmLearner
 from vsml_es.learners.gradient import GradientLearner, learning_rate_grid
 from vsml_es.learners.hebbian import HebbianLearner
@@ -101,6 +102,11 @@ for _entry in (
                  lambda c: GradientLearner("sgd", c.metatest.mlp_hidden), _grid("sgd")),
     LearnerEntry("adam_mlp", "online Adam, one hidden ReLU layer of metatest.mlp_hidden",
                  lambda c: GradientLearner("adam", c.metatest.mlp_hidden), _grid("adam")),
+    LearnerEntry("sgd_conv", "online SGD, the official 3-conv baseline network (images)",
+                 lambda c: ConvGradientLearner("sgd"), _grid("sgd")),
+    LearnerEntry("adam_conv", "online Adam, the official 3-conv baseline network (images; "
+                 "official sgd_omniglot.yaml)", lambda c: ConvGradientLearner("adam"),
+                 _grid("adam")),
 ):
     register_learner(_entry)
 

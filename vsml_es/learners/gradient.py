@@ -8,7 +8,9 @@ the learning rate is a traced array, so one compiled function serves the whole g
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -56,17 +58,31 @@ def gradient_learner(
     hidden: int = 0,
     live: jax.Array | None = None,
 ) -> tuple[InitFn, StepFn]:
-    """Online learner: predict x, then one ``optimizer`` step on its cross-entropy (over the
-    first ``live`` outputs only when given: the others get no gradient, as if absent)."""
-    opt = make_optimizer(optimizer, learning_rate)
+    """Online ``optimizer`` on a linear model or an MLP (see :func:`online_gradient_learner`)."""
     sizes = (num_features, hidden, num_classes) if hidden else (num_features, num_classes)
+    return online_gradient_learner(optimizer, learning_rate, lambda key: init_mlp(key, sizes),
+                                   mlp_logits, num_classes, live)
+
+
+def online_gradient_learner(
+    optimizer: str,
+    learning_rate: jax.Array | float,
+    init_params: Callable[[jax.Array], Any],
+    logits_fn: Callable[[Any, jax.Array], jax.Array],
+    num_classes: int,
+    live: jax.Array | None = None,
+) -> tuple[InitFn, StepFn]:
+    """Online learner for any network (``init_params``, ``logits_fn``): predict x, then one
+    ``optimizer`` step on its cross-entropy (over the first ``live`` outputs only when given:
+    the others get no gradient, as if absent)."""
+    opt = make_optimizer(optimizer, learning_rate)
 
     def init(key: jax.Array):
-        params = init_mlp(key, sizes)
+        params = init_params(key)
         return params, opt.init(params)
 
-    def loss_fn(params: MlpParams, x: jax.Array, y: jax.Array):
-        logits = mlp_logits(params, x)
+    def loss_fn(params: Any, x: jax.Array, y: jax.Array):
+        logits = logits_fn(params, x)
         if live is None:
             return -jax.nn.log_softmax(logits)[y], logits
         live_logits = jnp.where(jnp.arange(num_classes) < live, logits, -jnp.inf)
