@@ -182,6 +182,10 @@ class TrainingConfig:
     # before (truncated backprop), the batch's episodes staggered over the horizon, so late
     # steps of long streams are imitated too at the cost of a short unroll.
     imitation_horizon: int = 0
+    # > 0: the imitated optimizer's learning rate decays as lr / sqrt(1 + t / this) over each
+    # stream (t its own step), so the target is fast early and still improving at step 2000
+    # (constant-lr SGD fast enough early plateaus late, and the learner inherits the plateau).
+    imitation_decay_steps: float = 0.0
     imitation_loss: str = "logits"  # logits (squared, centred) | kl (of the predictions)
     # Adds this times the learner's own online cross-entropy (the ES meta-objective: each
     # prediction made before its label) to the imitation loss at every step: imitation keeps
@@ -698,6 +702,7 @@ LIMITS: dict[str, tuple[float, str]] = {
     "training.learning_rate": (1e3, "ES steps this large only overflow"),
     "training.imitation_learning_rate": (1e6, "the imitated optimizer would only overflow"),
     "training.imitation_horizon": (10**6, "one episode's indices live on the device"),
+    "training.imitation_decay_steps": (1e9, "the decay would vanish in rounding"),
     "training.imitation_task_weight": (1e6, "the imitation term would vanish in rounding"),
     "training.gradient_clip": (1e30, "gradients are float32"),
     "task.episode_length": (10**6, "one episode's indices live on the device"),
@@ -814,6 +819,11 @@ def check_values(config: Config) -> None:
         raise ConfigError(
             f"Config key 'training.imitation_task_weight' must be >= 0 (0 = imitation only), "
             f"got {tr.imitation_task_weight}."
+        )
+    if tr.imitation_decay_steps < 0:
+        raise ConfigError(
+            f"Config key 'training.imitation_decay_steps' must be >= 0 (0 = a constant learning "
+            f"rate), got {tr.imitation_decay_steps}."
         )
     if tr.imitation_horizon < 0 or tr.imitation_horizon % t.episode_length:
         raise ConfigError(

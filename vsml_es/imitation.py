@@ -249,7 +249,7 @@ def _update(method: Imitation, state: dict[str, Any], generation: jax.Array,
     return new, loss, acc
 
 
-def imitation_target(name: str, learner: Learner) -> GradientLearner:
+def imitation_target(name: str, learner: Learner, decay_steps: float = 0.0) -> GradientLearner:
     """The optimizer ``training.imitation_target`` names, as the baseline learner of that name.
 
     An MLP target (``sgd_mlp``, ``adam_mlp``) gets VSML's hidden layer width, which the config
@@ -258,10 +258,10 @@ def imitation_target(name: str, learner: Learner) -> GradientLearner:
     """
     optimizer, _, mlp = name.partition("_")
     if not mlp:
-        return GradientLearner(optimizer)
+        return GradientLearner(optimizer, decay_steps=decay_steps)
     if not isinstance(learner, VsmlLearner) or len(learner.model.hidden_layers) != 1:
         raise ValueError(f"imitation target '{name}' needs VSML with one hidden layer")
-    return GradientLearner(optimizer, learner.model.hidden_layers[0])
+    return GradientLearner(optimizer, learner.model.hidden_layers[0], decay_steps)
 
 
 def build_imitation(training: TrainingConfig, learner: Learner, task: EpisodeSource,
@@ -271,7 +271,8 @@ def build_imitation(training: TrainingConfig, learner: Learner, task: EpisodeSou
     backprop = training.method == "backprop"
     return Imitation(
         learner=learner,
-        target=None if backprop else imitation_target(training.imitation_target, learner),
+        target=None if backprop else imitation_target(training.imitation_target, learner,
+                                                      training.imitation_decay_steps),
         target_learning_rate=training.imitation_learning_rate / task.num_features,
         learning_rate=training.learning_rate,
         population_size=training.population_size,

@@ -21,11 +21,20 @@ from vsml_es.learners.base import InitFn, Learner, Params, StepFn
 MlpParams = list[tuple[jax.Array, jax.Array]]  # (weights [in, out], bias [out]) per layer
 
 
-def make_optimizer(name: str, learning_rate: jax.Array | float) -> optax.GradientTransformation:
+def inverse_sqrt_decay(learning_rate: jax.Array | float, decay_steps: float) -> optax.Schedule:
+    """``lr / sqrt(1 + t / decay_steps)`` at the optimizer's own step t: fast on the first
+    examples of a stream, and small enough late that it keeps improving instead of jittering."""
+    return lambda count: learning_rate / jnp.sqrt(1.0 + count / decay_steps)
+
+
+def make_optimizer(name: str, learning_rate: jax.Array | float,
+                   decay_steps: float = 0.0) -> optax.GradientTransformation:
+    """``decay_steps`` > 0: the learning rate decays as :func:`inverse_sqrt_decay`."""
+    rate = inverse_sqrt_decay(learning_rate, decay_steps) if decay_steps else learning_rate
     if name == "sgd":
-        return optax.sgd(learning_rate)
+        return optax.sgd(rate)
     if name == "adam":
-        return optax.adam(learning_rate)
+        return optax.adam(rate)
     raise ValueError(f"Unknown optimizer '{name}'; valid: sgd, adam.")
 
 
@@ -57,11 +66,12 @@ def gradient_learner(
     num_classes: int,
     hidden: int = 0,
     live: jax.Array | None = None,
+    decay_steps: float = 0.0,
 ) -> tuple[InitFn, StepFn]:
     """Online ``optimizer`` on a linear model or an MLP (see :func:`online_gradient_learner`)."""
     sizes = (num_features, hidden, num_classes) if hidden else (num_features, num_classes)
     return online_gradient_learner(optimizer, learning_rate, lambda key: init_mlp(key, sizes),
-                                   mlp_logits, num_classes, live)
+                                   mlp_logits, num_classes, live, decay_steps)
 
 
 def online_gradient_learner(
@@ -71,11 +81,12 @@ def online_gradient_learner(
     logits_fn: Callable[[Any, jax.Array], jax.Array],
     num_classes: int,
     live: jax.Array | None = None,
+    decay_steps: float = 0.0,
 ) -> tuple[InitFn, StepFn]:
     """Online learner for any network (``init_params``, ``logits_fn``): predict x, then one
     ``optimizer`` step on its cross-entropy (over the first ``live`` outputs only when given:
     the others get no gradient, as if absent)."""
-    opt = make_optimizer(optimizer, learning_rate)
+    opt = make_optimizer(optimizer, learning_rate, decay_steps)
 
     def init(key: jax.Array):
         params = init_params(key)
@@ -99,10 +110,12 @@ def online_gradient_learner(
 
 @dataclass(frozen=True)
 class GradientLearner(Learner):
-    """Online ``optimizer`` (sgd | adam) on a linear model, or an MLP with ``hidden`` units."""
+    """Online ``optimizer`` (sgd | adam) on a linear model, or an MLP with ``hidden`` units;
+    ``decay_steps`` > 0 decays its learning rate (:func:`inverse_sqrt_decay`)."""
 
     optimizer: str
     hidden: int = 0
+    decay_steps: float = 0.0
     size_free = True
     masks_outputs = True
 
@@ -118,10 +131,11 @@ class GradientLearner(Learner):
     def make(self, params: Params, num_features: int, num_outputs: int,
              live: jax.Array | None = None) -> tuple[InitFn, StepFn]:
         return gradient_learner(self.optimizer, params["learning_rate"], num_features,
-                                num_outputs, self.hidden, live)
+                                num_outputs, self.hidden, live, self.decay_steps)
 
     def describe(self, params: Params) -> str:
-        return f"{self.label} (lr {float(params['learning_rate']):g})"
+        decay = f", decay {self.decay_steps:g}" if self.decay_steps else ""
+        return f"{self.label} (lr {float(params['learning_rate']):g}{decay})"
 
 
 def learning_rate_grid(rates: tuple[float, ...]) -> tuple[Params, ...]:
