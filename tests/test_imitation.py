@@ -51,6 +51,27 @@ def test_imitation_loss_is_zero_for_the_imitated_optimizer_itself():
     assert float(loss) > 0.01  # random VSML does not already behave like SGD
 
 
+def test_decaying_target_is_sgd_with_rate_lr_over_sqrt_of_1_plus_t_over_tau():
+    """Written out in NumPy: a linear model from zero, step t (from 0) at lr / sqrt(1 + t/tau),
+    each prediction made before its own update."""
+    rng = np.random.default_rng(0)
+    xs, ys = rng.normal(size=(30, 5)).astype(np.float32), rng.integers(0, 3, 30)
+    lr, tau = 0.5, 4.0
+    target = imitation_target("sgd", build_learner("vsml", load_experiment(QUICKSTART)), tau)
+    init, step = target.make({"learning_rate": np.float32(lr)}, 5, 3)
+    state = init(jax.random.key(0))
+    w, b = np.zeros((5, 3)), np.zeros(3)
+    for t, (x, y) in enumerate(zip(xs, ys, strict=True)):
+        state, logits = step(state, x, y)
+        expected = x @ w + b
+        np.testing.assert_allclose(np.asarray(logits), expected, rtol=1e-5, atol=1e-5)
+        p = np.exp(expected - expected.max())
+        err = p / p.sum() - np.eye(3)[y]
+        rate = lr / np.sqrt(1 + t / tau)
+        w, b = w - rate * np.outer(x, err), b - rate * err
+    assert "decay 4" in target.describe({"learning_rate": np.float32(lr)})
+
+
 @pytest.mark.parametrize("kind", ["logits", "kl"])
 def test_mlp_target_is_the_mlp_baseline_and_imitating_itself_costs_nothing(kind):
     config = load_experiment(QUICKSTART, ["task.episode_length=12", "training.method=imitation",
@@ -104,10 +125,12 @@ def test_deep_imitation_training_lowers_the_imitation_loss(tmp_path, tiny_overri
     assert np.mean(losses[-8:]) < 0.7 * np.mean(losses[:8]), losses
 
 
-@pytest.mark.parametrize("horizon,target", [(0, []), (48, []), (48, DEEP)])
+@pytest.mark.parametrize("horizon,target", [
+    (0, []), (48, ["training.imitation_decay_steps=10"]), (48, DEEP)])
 def test_imitation_resumes_bit_exactly(tmp_path, tiny_overrides, horizon, target):
     """Carried episodes (horizon 48 = 3 unrolls of 16) are part of the checkpoint too, the
-    MLP target's weights and optimizer state among them."""
+    MLP target's weights and optimizer state among them (with a decaying target, its step
+    count)."""
     overrides = [*tiny_overrides, *IMITATION, *target, f"training.imitation_horizon={horizon}",
                  "training.generations=6", "checkpoint.every=3"]
     config = load_experiment(QUICKSTART, overrides)
@@ -168,6 +191,9 @@ def test_bad_method_settings_fail_before_work(tmp_path, tiny_overrides):
     with pytest.raises(ConfigError, match="imitation_task_weight' must be >= 0"):
         load_experiment(QUICKSTART, [*tiny_overrides, *IMITATION,
                                      "training.imitation_task_weight=-1"])
+    with pytest.raises(ConfigError, match="imitation_decay_steps' must be >= 0"):
+        load_experiment(QUICKSTART, [*tiny_overrides, *IMITATION,
+                                     "training.imitation_decay_steps=-5"])
     # A learner file of another model size is refused, naming the mismatch.
     small = load_experiment(QUICKSTART, [*tiny_overrides, *IMITATION, "training.generations=1",
                                          "model.state_size=8"])
