@@ -58,7 +58,7 @@ def test_fitness_same_bits_on_one_or_several_devices(tiny_overrides) -> None:
 
 
 _CHILD = """
-import json, sys
+import json, os, sys
 import jax, numpy as np
 from vsml_es.experiment import load_experiment
 from vsml_es.evaluator import build_eval_spec, evaluate_members
@@ -66,27 +66,35 @@ config = load_experiment(sys.argv[1], json.loads(sys.argv[2]))
 spec, data = build_eval_spec(config)
 pop = dict(np.load(sys.argv[3]))
 f = evaluate_members(spec, data, pop, 1, np.arange(6) // 2).fitness
-print(json.dumps({"devices": len(jax.local_devices()), "bits": f.view(np.uint32).tolist()}))
+tasks = "/proc/self/task"
+eigen = sum(open(f"{tasks}/{t}/comm").read().startswith("tf_XLAEigen") for t in os.listdir(tasks))
+print(json.dumps({"devices": len(jax.local_devices()), "bits": f.view(np.uint32).tolist(),
+                  "xla_threads": eigen}))
 """
 
 
 def test_fitness_same_bits_whatever_the_host_device_count(tiny_overrides, tmp_path) -> None:
     """Ray workers and resumed runs may split the CPU differently: same bits regardless.
-    Three chunks: on two devices a full group of two and a remainder on a smaller mesh."""
+    Three chunks: on two devices a full group of two and a remainder on a smaller mesh; last,
+    a Ray worker's share of a machine that it splits with others (one device, one XLA thread
+    where the others have as many threads as cores)."""
     config = load_experiment(QUICKSTART, [*tiny_overrides, "training.eval_chunk=2"])
     np.savez(tmp_path / "pop.npz", **_population(config, 6))
     results = []
-    for count in ("1", "2"):
+    for count in ("1", "2", "share"):
         env = {**os.environ, host_devices.ENV_VAR: count}
         env.pop("XLA_FLAGS", None)  # this process's own device count must not be inherited
+        if count == "share":
+            env.update(host_devices.share_environment(1, env))
         out = subprocess.run(
             [sys.executable, "-c", _CHILD, str(QUICKSTART),
              json.dumps([*tiny_overrides, "training.eval_chunk=2"]), str(tmp_path / "pop.npz")],
             env=env, capture_output=True, text=True, check=True, timeout=600,
         ).stdout
         results.append(json.loads(out.strip().splitlines()[-1]))
-    assert [r["devices"] for r in results] == [1, 2]
-    assert results[0]["bits"] == results[1]["bits"]
+    assert [r["devices"] for r in results] == [1, 2, 1]
+    assert results[2]["xla_threads"] == 1
+    assert results[0]["bits"] == results[1]["bits"] == results[2]["bits"]
 
 
 class _CompileCounter(logging.Handler):
@@ -168,6 +176,9 @@ def test_host_device_setting(monkeypatch) -> None:
     default: dict[str, str] = {}
     assert host_devices.configure(default) == cpus  # auto: one per CPU this process may use
     assert ("XLA_FLAGS" in default) == (cpus > 1)
+    share = host_devices.share_environment(1, {"XLA_FLAGS": f"--xla_cpu_foo=1 {flag}=4"})
+    assert share == {"XLA_FLAGS": "--xla_cpu_foo=1", env_var: "1", host_devices.THREADS_VAR: "1"}
+    assert host_devices.share_environment(2, {})["XLA_FLAGS"] == f"{flag}=2"
     with pytest.raises(ValueError, match=env_var):
         host_devices.configure({env_var: "many"})
     with pytest.raises(ValueError, match="at least 1"):

@@ -22,12 +22,16 @@ calls it. Flags already in ``XLA_FLAGS`` (device count, vector width) are left a
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import MutableMapping
 
 ENV_VAR = "VSML_ES_CPU_DEVICES"
 XLA_FLAG = "--xla_force_host_platform_device_count"
 VECTOR_FLAG = "--xla_cpu_prefer_vector_width"
+# XLA:CPU sizes its intra-op (Eigen) thread pool from this variable, else from the cores this
+# process may use; the pool never has fewer threads than host devices.
+THREADS_VAR = "NPROC"
 
 
 def _jax_backend_started() -> bool:
@@ -80,3 +84,20 @@ def configure(environ: MutableMapping[str, str] | None = None) -> int | None:
     if count > 1:
         environ["XLA_FLAGS"] = f"{flags} {XLA_FLAG}={count}".strip()
     return count
+
+
+def share_environment(cores: int,
+                      environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for a process that gets ``cores`` of this machine's cores (a Ray worker
+    beside others on one machine): that many host devices and XLA threads, other flags kept.
+
+    Without it every worker sizes its XLA thread pool to the whole machine and N workers run N
+    threads per core. Fitness does not change: each chunk runs the same computation whatever
+    the device count, and the thread count does not enter the VSML kernels' arithmetic
+    (tests/test_speed.py compares the bits).
+    """
+    environ = os.environ if environ is None else environ
+    flags = re.sub(rf"{XLA_FLAG}=\S+", "", environ.get("XLA_FLAGS", "")).split()
+    if cores > 1:
+        flags.append(f"{XLA_FLAG}={cores}")
+    return {"XLA_FLAGS": " ".join(flags), ENV_VAR: str(cores), THREADS_VAR: str(cores)}

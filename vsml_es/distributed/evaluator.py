@@ -23,15 +23,20 @@ from typing import Any
 import numpy as np
 
 from vsml_es.config import DistributedConfig
-from vsml_es.distributed.session import _resources, _summary, resolve_workers
+from vsml_es.distributed.session import _resources, _summary, cores_per_worker, resolve_workers
 from vsml_es.distributed.shards import plan_shards
 from vsml_es.distributed.transfer import Choice, choose, digest, nbytes, wire_nbytes
 from vsml_es.distributed.worker import ShardWorker
 from vsml_es.errors import ClusterError, Report, WorkerError
 from vsml_es.evaluator import AskRecipe, EvalSpec, Evaluation, slice_members
+from vsml_es.host_devices import share_environment
 from vsml_es.tasks import Data
 
 POLL_S = 1.0  # how often the driver looks for hung shards while it waits
+# A recipe up to this size travels inside each task (Ray inlines arguments below 100 KiB):
+# no object-store write on the driver and no fetch on the worker before it can start. A
+# larger one is put in the object store once per generation and shared by every task.
+INLINE_BYTES = 64 * 1024
 
 
 @dataclass
@@ -71,7 +76,7 @@ class _Generation:
     fitness: np.ndarray
     accuracy: np.ndarray
     attempts: list[int]
-    recipe: Any = None  # ObjectRef of this generation's transfer.Wire (recipe transfer)
+    recipe: Any = None  # this generation's transfer.Wire, or its ObjectRef (recipe transfer)
     recipe_nbytes: int = 0
     host: Any = None  # the population as numpy, made when first needed
     last_slot: dict[int, int] = field(default_factory=dict)
@@ -112,10 +117,10 @@ class RayEvaluator:
         self.workers = resolve_workers(dist)
         self._log = log
         self._verify = verify
-        # XLA's CPU threading is left as in the driver on purpose: its matmul blocking depends on
-        # the thread-pool size, and fewer threads (--xla_cpu_multi_thread_eigen=false) changed
-        # fitness in the last bit. Same machine type, same settings, same bits.
-        env = {}
+        # Workers sharing this machine split its cores (XLA host devices and threads) instead
+        # of each sizing XLA to all of them: 2 workers on 2 cores ran 4 XLA threads.
+        cores = cores_per_worker(dist, self.workers)
+        env = share_environment(cores) if cores is not None else {}
         if 0 < dist.gpus_per_worker < 1:  # actors share a GPU: each takes only its share
             env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{0.9 * dist.gpus_per_worker:.3f}"
         self._actor_cls = ray.remote(worker_cls).options(
@@ -253,7 +258,8 @@ class RayEvaluator:
         )
         if recipe is not None and self.transfer is not None and self.transfer.mode == "recipe":
             wire = self._drawer[1].wire(recipe)
-            gen.recipe, gen.recipe_nbytes = ray.put(wire), wire_nbytes(wire)
+            gen.recipe_nbytes = wire_nbytes(wire)
+            gen.recipe = wire if gen.recipe_nbytes <= INLINE_BYTES else ray.put(wire)
         self.peak_in_flight = 0
         self._sent_to: dict[int, int] = {}  # bytes to each slot this generation
         while gen.todo or gen.sent:

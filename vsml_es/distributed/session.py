@@ -127,8 +127,8 @@ def ray_session(dist: DistributedConfig, log_to_driver: bool = True) -> Iterator
 def resolve_workers(dist: DistributedConfig) -> int:
     """``workers`` or, when unset, one per live node (one per GPU share with GPUs).
 
-    A CPU worker's XLA already uses every core of its node, and its numerics depend on that
-    thread count, so more workers per node only oversubscribe it; one per node is the default.
+    A CPU worker's XLA already uses every core of its node, so more workers per node add no
+    throughput; one per node is the default.
     """
     import ray
 
@@ -150,6 +150,15 @@ def resolve_workers(dist: DistributedConfig) -> int:
     if dist.workers is not None:
         return dist.workers
     return max(1, sum(fits))
+
+
+def cores_per_worker(dist: DistributedConfig, workers: int) -> int | None:
+    """Cores (XLA host devices and threads) each worker takes when several share this machine
+    (the private local Ray, CPU only): its cores split between them, so N workers do not each
+    run a thread per core. None: all of its node's cores (one worker per node, or a cluster)."""
+    if dist.address is not None or dist.gpus_per_worker > 0 or workers <= 1:
+        return None
+    return max(1, _cpu_count() // workers)
 
 
 def _fits_on(resources: dict[str, float], dist: DistributedConfig) -> int:
