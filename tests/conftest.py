@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -12,6 +14,13 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # Tests never read a user's prepared datasets: each session gets an empty data dir, and tests
 # that need a TFDS dataset prepare it themselves (offline, from Debian's files).
 os.environ["VSML_ES_DATA_DIR"] = tempfile.mkdtemp(prefix="vsml-es-test-data-")
+# One XLA compilation cache for the session (its own, empty at the start): the many tiny runs
+# build their jitted functions anew, but the same computation compiles once, in this process,
+# its subprocesses and Ray workers alike (the same executables either way).
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE = tempfile.mkdtemp(prefix="vsml-es-test-xla-")
+atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
 TINY = [
     "training.population_size=8",

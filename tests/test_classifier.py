@@ -10,9 +10,9 @@ import json
 import re
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
+from helpers import metatest_curve, replay_metatest, set_flags
 from sklearn.datasets import load_iris, load_wine
 from sklearn.preprocessing import StandardScaler
 
@@ -21,7 +21,6 @@ from vsml_es import cli
 from vsml_es.classifier import OnlineClassifier
 from vsml_es.errors import LearnerError
 from vsml_es.experiment import experiment_from_dict
-from vsml_es.metatest import eval_keys
 from vsml_es.storage.learner_file import FORMAT_VERSION, LearnerFile
 from vsml_es.storage.learner_file import read_learner_file as read_learner
 from vsml_es.storage.params import load_params, save_params
@@ -66,8 +65,7 @@ print(f"held-out accuracy: {clf.score(X[128:], y[128:]):.2f}")
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("learner") / "run"
-    sets = [arg for kv in TRAIN_SET for arg in ("--set", kv)]
-    assert cli.main(["train", EXPERIMENT, *sets, "--run-dir", str(run_dir)]) == 0
+    assert cli.main(["train", EXPERIMENT, *set_flags(TRAIN_SET), "--run-dir", str(run_dir)]) == 0
     return run_dir
 
 
@@ -142,23 +140,8 @@ def test_export_choices_and_errors(run_dir: Path, tmp_path: Path,
 
 def test_learner_reproduces_the_runs_metatest(vsml_file: Path, run_dir: Path) -> None:
     clf = vsml_es.load_learner(vsml_file)
-    config = experiment_from_dict(clf.info["config"])
-    task, data = load_task("digits:test", "test", STEPS, 10, True, None, 64,
-                           preprocess=config.metatest.preprocess)
-    correct = []
-    for key in eval_keys(config.metatest.seed, EPISODES):  # the meta-test's own streams
-        k_spec, k_learner = jax.random.split(key)
-        spec = task.episode(k_spec)
-        index = np.asarray(spec.indices)
-        X = np.asarray(data.x)[index]  # raw stored pixels: the learner preprocesses them
-        y = np.asarray(spec.label_perm)[np.asarray(data.y)[index]]
-        clf.reset(random_state=k_learner)
-        predictions = clf.predict_learn(X, y, classes=np.arange(10))
-        correct.append(predictions == y)
-    correct = np.array(correct, dtype=np.float64)
-    with open(run_dir / "metatest" / "curves_digits_test.csv", newline="") as f:
-        curve = [float(row["VSML acc"]) for row in csv.DictReader(f)]
-    np.testing.assert_allclose(correct.mean(axis=0), curve, atol=1e-5)
+    correct = replay_metatest(clf, STEPS, EPISODES)
+    np.testing.assert_allclose(correct.mean(axis=0), metatest_curve(run_dir), atol=1e-5)
     [row] = [r for r in clf.info["metatest"]["summary"] if r["method"] == "VSML"]
     quarter = STEPS // 4
     assert correct[:, :quarter].mean() == pytest.approx(row["acc_first_quarter"], abs=1e-6)

@@ -10,6 +10,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from helpers import set_flags
 
 from vsml_es import tasks
 from vsml_es.cli import main
@@ -22,6 +23,13 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 QUICKSTART = str(EXPERIMENTS / "quickstart.yaml")
 RESULTS = EXPERIMENTS.parent / "docs" / "results"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def refused_before_work(out: Path, capsys, overrides: list[str], message: str) -> None:
+    """'vsml-es compare' with these overrides exits 2 with ``message``, writing nothing."""
+    assert main(["compare", QUICKSTART, "--out", str(out), *set_flags(overrides)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_learning_rate_search_sees_only_meta_training_data(dataset_loads, tiny_overrides):
@@ -47,10 +55,7 @@ def test_short_compare_run_writes_table_csvs_and_plots(tmp_path, tiny_overrides,
                  "metatest.baselines=[sgd, adam_mlp]", "metatest.mlp_hidden=8",
                  "metatest.steps=30", "model.baseline_hidden=8", "metatest.datasets=[digits:test]",
                  "compare.es_settings={fwm: {sigma: 0.2, learning_rate: 0.01}}"]
-    argv = ["compare", QUICKSTART, "--out", str(out)]
-    for item in overrides:
-        argv += ["--set", item]
-    assert main(argv) == 0
+    assert main(["compare", QUICKSTART, "--out", str(out), *set_flags(overrides)]) == 0
     printed = capsys.readouterr().out
     mt = out / "metatest"
     table = (mt / "table.md").read_text()
@@ -125,10 +130,8 @@ def test_seeds_are_compared_apart_and_pooled_across(tmp_path, tiny_overrides, ca
     overrides = [*tiny_overrides, "compare.learners=[fwm]", "metatest.baselines=[sgd]",
                  "metatest.steps=30", "metatest.report_steps=[10, 25]",
                  f"compare.pretrained={{mine: '{shipped}'}}"]
-    argv = ["compare", QUICKSTART, "--out", str(out), "--seeds", "2"]
-    for item in overrides:
-        argv += ["--set", item]
-    assert main(argv) == 0
+    assert main(["compare", QUICKSTART, "--out", str(out), "--seeds", "2",
+                 *set_flags(overrides)]) == 0
     printed = capsys.readouterr().out
     assert "table across seeds" in printed
     per_seed = [{(r["dataset"], r["method"]): r for r in
@@ -162,20 +165,13 @@ def test_seeds_are_compared_apart_and_pooled_across(tmp_path, tiny_overrides, ca
     ("{mine: [a, b]}", "expects str"),
 ])
 def test_pretrained_learner_errors_before_work(tmp_path, capsys, setting, message):
-    out = tmp_path / "never"
-    assert main(["compare", QUICKSTART, "--out", str(out), "--set",
-                 f"compare.pretrained={setting}"]) == 2
-    assert message in capsys.readouterr().err
-    assert not out.exists()
+    refused_before_work(tmp_path / "never", capsys, [f"compare.pretrained={setting}"], message)
 
 
 def test_compare_rejects_bad_input_before_work(tmp_path, capsys):
-    out = tmp_path / "never"
-    assert main(["compare", QUICKSTART, "--out", str(out),
-                 "--set", "compare.learners=[vsml, hebian]"]) == 2
-    assert "Did you mean 'hebbian'" in capsys.readouterr().err
+    refused_before_work(tmp_path / "never", capsys, ["compare.learners=[vsml, hebian]"],
+                        "Did you mean 'hebbian'")
     assert main(["compare", str(tmp_path / "missing.yaml")]) == 2
-    assert not out.exists()
 
 
 @pytest.mark.parametrize("setting, message", [
@@ -189,12 +185,8 @@ def test_compare_rejects_bad_input_before_work(tmp_path, capsys):
     ("{meta_rnn: {strategy: SNES, fitness_shaping: pair_rank}}", "does not sample mirrored"),
 ])
 def test_per_learner_es_settings_are_checked_up_front(tmp_path, capsys, setting, message):
-    out = tmp_path / "never"
-    assert main(["compare", QUICKSTART, "--out", str(out), "--set",
-                 "compare.learners=[vsml, meta_rnn]", "--set",
-                 f"compare.es_settings={setting}"]) == 2
-    assert message in capsys.readouterr().err
-    assert not out.exists()
+    refused_before_work(tmp_path / "never", capsys, ["compare.learners=[vsml, meta_rnn]",
+                                                     f"compare.es_settings={setting}"], message)
 
 
 @pytest.mark.parametrize("path", sorted(EXPERIMENTS.glob("paper_*.yaml"))

@@ -204,17 +204,21 @@ def test_probe_gives_up_on_a_hanging_name_lookup(monkeypatch):
         release.set()
 
 
-def test_archive_sources_are_verified_and_extracted(tiny, tmp_path):
-    spec, manual, data_dir, arrays = tiny
-    zip_dir = tmp_path / "zipped"
+def zip_sources(manual: Path, zip_dir: Path) -> tuple[Path, Archive]:
+    """The four source files in ``zip_dir``/bundle.zip (under gzip/), and its Archive entry."""
     zip_dir.mkdir()
     archive_path = zip_dir / "bundle.zip"
     with zipfile.ZipFile(archive_path, "w") as archive:
         for name in NAMES.values():
             archive.write(manual / name, f"gzip/{name}")
-    digest = _sha(archive_path.read_bytes())
-    spec = replace(spec, archive=Archive("bundle.zip", "http://127.0.0.1:9/bundle.zip", digest,
-                                         archive_path.stat().st_size, "gzip/"))
+    return zip_dir, Archive("bundle.zip", "http://127.0.0.1:9/bundle.zip",
+                            _sha(archive_path.read_bytes()), archive_path.stat().st_size, "gzip/")
+
+
+def test_archive_sources_are_verified_and_extracted(tiny, tmp_path):
+    spec, manual, data_dir, arrays = tiny
+    zip_dir, archive = zip_sources(manual, tmp_path / "zipped")
+    spec = replace(spec, archive=archive)
     tfds_store._idx_prepare(spec, data_dir, zip_dir, False, False)
     np.testing.assert_array_equal(tfds_store._idx_load(spec, "test", data_dir).y,
                                   arrays["test_labels"])
@@ -228,17 +232,10 @@ def test_archive_only_members_are_trusted_through_the_verified_archive(tiny, tmp
     """EMNIST ByClass's way: members without hashes of their own are read from the archive
     whose SHA-256 is published, never accepted as loose files; a bad archive is refused."""
     spec, manual, data_dir, arrays = tiny
-    zip_dir = tmp_path / "zipped"
-    zip_dir.mkdir()
-    archive_path = zip_dir / "bundle.zip"
-    with zipfile.ZipFile(archive_path, "w") as archive:
-        for name in NAMES.values():
-            archive.write(manual / name, f"gzip/{name}")
-    digest = _sha(archive_path.read_bytes())
+    zip_dir, archive = zip_sources(manual, tmp_path / "zipped")
     spec = replace(spec, name="tiny_members",
                    files=tuple(replace(f, sha256_gz=(), sha256_raw=()) for f in spec.files),
-                   archive=Archive("bundle.zip", "http://127.0.0.1:9/bundle.zip", digest,
-                                   archive_path.stat().st_size, "gzip/"))
+                   archive=archive)
     assert spec.archive_only
     # Loose files, even the right ones, cannot be verified: refused, naming the archive.
     with pytest.raises(DatasetError, match="lacks tiny_members source files: bundle.zip"):

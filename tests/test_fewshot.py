@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import jax
@@ -32,19 +33,22 @@ def fewshot_digits(permute: bool = False, ways: int = WAYS, shots: int = SHOTS):
                      PreprocessConfig(), fewshot=(ways, shots))
 
 
-def episode_arrays(task, data, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(example indices, dataset classes, episode labels) of the episode of ``seed``."""
-    spec = jax.jit(task.episode)(jax.random.key(seed))
-    idx = np.asarray(spec.indices)
-    classes = np.asarray(data.y)[idx]
-    return idx, classes, np.asarray(spec.label_perm)[classes]
+def episode_arrays(task, data, seeds: range) -> Iterator[tuple[np.ndarray, np.ndarray,
+                                                               np.ndarray]]:
+    """(example indices, dataset classes, episode labels) of the episode of each seed (one
+    compiled episode function for all: a new jax.jit wrapper compiles anew)."""
+    episode = jax.jit(task.episode)
+    for seed in seeds:
+        spec = episode(jax.random.key(seed))
+        idx = np.asarray(spec.indices)
+        classes = np.asarray(data.y)[idx]
+        yield idx, classes, np.asarray(spec.label_perm)[classes]
 
 
 @pytest.mark.parametrize("permute", [False, True])
 def test_episode_has_ways_times_shots_support_then_a_fresh_query(permute: bool) -> None:
     task, data = fewshot_digits(permute)
-    for seed in range(12):
-        idx, classes, labels = episode_arrays(task, data, seed)
+    for idx, classes, labels in episode_arrays(task, data, range(12)):
         assert len(idx) == STEPS
         support, query = classes[:-1], classes[-1]
         drawn, counts = np.unique(support, return_counts=True)
@@ -62,10 +66,7 @@ def test_episode_has_ways_times_shots_support_then_a_fresh_query(permute: bool) 
 
 def test_episodes_differ_and_query_class_is_uniform() -> None:
     task, data = fewshot_digits()
-    positions = []
-    for seed in range(200):
-        _, classes, labels = episode_arrays(task, data, seed)
-        positions.append(labels[-1])
+    positions = [labels[-1] for _, _, labels in episode_arrays(task, data, range(200))]
     counts = np.bincount(positions, minlength=WAYS)
     assert counts.min() > 20  # each of the 5 labels is the query's about 40 times in 200
 

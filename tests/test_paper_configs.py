@@ -81,6 +81,11 @@ def test_header_names_figure_and_official_config(path: Path) -> None:
         assert f"Figure {figure}" in header
 
 
+# One ES generation of 4, in-process, checkpointed: the toy run of every config.
+TOY_RUN = ["training.population_size=4", "training.eval_chunk=4", "training.generations=1",
+           "logging.progress=false", "checkpoint.every=1", "distributed.workers=0"]
+
+
 def toy_overrides(path: Path) -> list[str]:
     config = load_experiment(path)  # as shipped: every key and dataset name checked
     task = config.task
@@ -89,12 +94,7 @@ def toy_overrides(path: Path) -> list[str]:
         return ["metatest.datasets=[omniglot:test]",
                 "task.preprocess.resize=[5, 5]",
                 "metatest.preprocess.resize=[5, 5]",
-                "training.population_size=4",
-                "training.eval_chunk=4",
-                "training.generations=1",
-                "logging.progress=false",
-                "checkpoint.every=1",
-                "distributed.workers=0"]
+                *TOY_RUN]
     for ref in (*task.mixture, task.dataset):
         assert ref.split(":")[0] in GENERATED.keys() | set(GENERATED.values()), ref
     # Every mixture becomes the same one, every single dataset 'random': the grid's cells then
@@ -111,12 +111,7 @@ def toy_overrides(path: Path) -> list[str]:
             "metatest.datasets=[random:test]",
             "task.episode_length=4",
             "task.preprocess.projection_pool=2",
-            "training.population_size=4",
-            "training.eval_chunk=4",
-            "training.generations=1",
-            "logging.progress=false",
-            "checkpoint.every=1",
-            "distributed.workers=0"]
+            *TOY_RUN]
 
 
 def toy_groups() -> dict[str, list[Path]]:

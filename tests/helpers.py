@@ -1,0 +1,45 @@
+"""Small helpers that several test modules share (imported as ``helpers``, like oracle_vsml)."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from vsml_es.classifier import OnlineClassifier
+from vsml_es.experiment import experiment_from_dict
+from vsml_es.metatest import eval_keys
+from vsml_es.tasks import load_task
+
+
+def set_flags(overrides: Iterable[str]) -> list[str]:
+    """``["a=1", "b=2"]`` -> ``["--set", "a=1", "--set", "b=2"]`` for the CLI."""
+    return [arg for kv in overrides for arg in ("--set", kv)]
+
+
+def replay_metatest(clf: OnlineClassifier, steps: int, episodes: int) -> np.ndarray:
+    """Whether ``clf`` is right at each step of the run's own meta-test streams on digits:test
+    (episodes x steps, float64): the learner file's classifier fed what the meta-test fed the
+    learner, raw stored pixels included (the classifier preprocesses them itself)."""
+    config = experiment_from_dict(clf.info["config"])
+    task, data = load_task("digits:test", "test", steps, 10, True, None, 64,
+                           preprocess=config.metatest.preprocess)
+    correct = []
+    for key in eval_keys(config.metatest.seed, episodes):  # the meta-test's own streams
+        k_spec, k_learner = jax.random.split(key)
+        spec = task.episode(k_spec)
+        index = np.asarray(spec.indices)
+        X = np.asarray(data.x)[index]
+        y = np.asarray(spec.label_perm)[np.asarray(data.y)[index]]
+        clf.reset(random_state=k_learner)
+        correct.append(clf.predict_learn(X, y, classes=np.arange(10)) == y)
+    return np.array(correct, dtype=np.float64)
+
+
+def metatest_curve(run_dir: Path, method: str = "VSML") -> list[float]:
+    """The run's meta-test accuracy curve of ``method`` on digits:test, step by step."""
+    with open(run_dir / "metatest" / "curves_digits_test.csv", newline="") as f:
+        return [float(row[f"{method} acc"]) for row in csv.DictReader(f)]
