@@ -41,12 +41,13 @@ def extensions() -> list[Extension]:
     return [Extension(
         "vsml_es._fused",
         sources=["csrc/vsml_fused.cc"],
-        include_dirs=[include, "csrc"],
+        include_dirs=["csrc"],
         depends=["csrc/vsml_fused_args.h", "csrc/vsml_fused_dispatch.h",
                  "csrc/vsml_fused_kernel.h"],
         language="c++",
-        extra_compile_args=["-std=gnu++17", "-O3", "-ffp-contract=fast", "-fvisibility=hidden",
-                            "-Wno-psabi", "-g0"],
+        # -isystem: jaxlib's headers are not ours to warn about.
+        extra_compile_args=["-isystem", include, "-std=gnu++17", "-O3", "-ffp-contract=fast",
+                            "-fvisibility=hidden", "-Wno-psabi", "-g0"],
         optional=True,
     )]
 

@@ -91,7 +91,9 @@ VSML_INLINE T tanh_approx(T x) {
 template <int W, int S>
 VSML_INLINE void block(const float* __restrict w, const float* fwd, std::ptrdiff_t fstride,
                        const float* bwd_b, const float* h_in, const float* c_in, float* h_out,
-                       float* c_out, std::ptrdiff_t stride, int64_t ticks) {
+                       float* c_out, std::ptrdiff_t stride, int64_t ticks,
+                       typename Vec<W>::type* row, float* sum_b, std::ptrdiff_t sum_stride,
+                       float mb) {
   typedef typename Vec<W>::type T;
   constexpr int R = 8;  // gate rows per matmul group
   static_assert((4 * S) % R == 0, "state size must be a multiple of 2");
@@ -133,10 +135,14 @@ VSML_INLINE void block(const float* __restrict w, const float* fwd, std::ptrdiff
       h[u] = so * tanh_approx(cn);
     }
   }
+  // The new h, still in registers, into both means: row[u] (over this row's inputs, summed
+  // across lanes by the caller) and sum_b (over outputs, weighted by the mask).
 #pragma GCC unroll 64
   for (int u = 0; u < S; ++u) {
     store(h_out + u * stride, h[u]);
     store(c_out + u * stride, c[u]);
+    row[u] += h[u];
+    store(sum_b + u * sum_stride, load<T>(sum_b + u * sum_stride) + mb * h[u]);
   }
 }
 
@@ -175,12 +181,8 @@ VSML_INLINE void layer(const LayerArgs& a) {
           __builtin_prefetch(c_in + u * conns + next);
         }
         block<W, S>(w, fwd + a0, n_in, bwd_b, h_in + off + a0, c_in + off + a0,
-                    h_out + off + a0, c_out + off + a0, conns, a.ticks);
-        for (int u = 0; u < S; ++u) {
-          const T hv = load<T>(h_out + u * conns + off + a0);
-          row[u] += hv;
-          store(sum_b + u * n_in + a0, load<T>(sum_b + u * n_in + a0) + mb * hv);
-        }
+                    h_out + off + a0, c_out + off + a0, conns, a.ticks, row, sum_b + a0, n_in,
+                    mb);
       }
       float rows[S];
       for (int u = 0; u < S; ++u) {
@@ -197,13 +199,15 @@ VSML_INLINE void layer(const LayerArgs& a) {
         }
         for (int k = 0; k < 4 * S; ++k)
           std::memcpy(fp + k * W, fwd + k * n_in + full, sizeof(float) * rest);
-        block<W, S>(w, fp, W, bwd_b, hp, cp, hp, cp, W, a.ticks);
+        T tail_row[S] = {};
+        alignas(64) float tail_sb[S * W] = {};
+        block<W, S>(w, fp, W, bwd_b, hp, cp, hp, cp, W, a.ticks, tail_row, tail_sb, W, mb);
         for (int u = 0; u < S; ++u) {
           std::memcpy(h_out + u * conns + off + full, hp + u * W, sizeof(float) * rest);
           std::memcpy(c_out + u * conns + off + full, cp + u * W, sizeof(float) * rest);
           for (int64_t l = 0; l < rest; ++l) {
             rows[u] += hp[u * W + l];
-            sum_b[u * n_in + full + l] += mb * hp[u * W + l];
+            sum_b[u * n_in + full + l] += tail_sb[u * W + l];
           }
         }
       }
