@@ -7,6 +7,8 @@ episodes of T steps is P·T·Σ(n_in·n_out)·micro_ticks·(2 with the backward 
 Rows (per size):
   ours         the project's evaluator (``evaluator.evaluate_members``): fast layout, one chunk of
                members per local device
+  ours (fused) the same with ``model.kernel: fused`` (the optional C++ kernel of
+               vsml_es/fused.py), where it is built
   reference    ``vsml_es.reference``: one LSTM per connection (nested vmap), messages
                concatenated into each LSTM input and projected per connection, then averaged;
                all members in one jit on one device
@@ -33,6 +35,7 @@ least disturbed by other work. Compare rows of one run only.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gzip
 import json
 import os
@@ -54,7 +57,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 # Importing vsml_es splits the CPU into host devices; JAX's backend starts later, at first use.
-from vsml_es import reference, vsml
+from vsml_es import fused, reference, vsml
 from vsml_es.config import ModelConfig, TrainingConfig
 from vsml_es.data import ArrayDataset
 from vsml_es.episodes import learner_episode, population_fitness_on
@@ -348,6 +351,13 @@ def bench_size(size: Size, args: argparse.Namespace, limit: float) -> None:
     cases: list[tuple[str, Callable, tuple, int]] = [
         (f"ours ({len(devices)} device(s))", ours(spec, data, devices), (pop, ids), ticks),
     ]
+    if fused.available():
+        fused_spec = dataclasses.replace(
+            spec, learner=VsmlLearner(dataclasses.replace(model, kernel="fused")))
+        cases.append((f"ours (fused, {fused.isa()})", ours(fused_spec, data, devices),
+                      (pop, ids), ticks))
+    else:
+        print("  (no 'ours (fused)' row: the fused kernel is not built here)")
     if args.ablations:
         if len(devices) > 1:
             cases.append(("ours, 1 device", ours(spec, data, devices[:1]), (pop, ids), ticks))

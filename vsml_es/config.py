@@ -64,6 +64,10 @@ class ModelConfig:
     # Which meta-learned learner ES trains: vsml | hebbian | meta_rnn | fwm (vsml_es/learners/).
     # The baselines share the trainer, evaluator and checkpoints with VSML.
     learner: str = "vsml"
+    # How VSML's dense layers run: jax (pure JAX, the reference) | fused (the optional C++
+    # kernel of vsml_es/fused.py, built by pip where a compiler is present; forward only, for
+    # ES; state_size 16, no conv layers). Same results to float32 rounding.
+    kernel: str = "jax"
     baseline_hidden: int = 128  # meta_rnn: LSTM units; fwm: fast-weight key size
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 
+from vsml_es import fused
 from vsml_es.config import (
     ES_SETTING_KEYS,
     GRADIENT_METHODS,
@@ -44,6 +45,7 @@ def validate(config: Config, *, check_warm_start: bool = True) -> Config:
     validate_task_config(config.task, config.metatest)
     check_dataset_refs(config.task, config.metatest)
     check_conv_inputs(config.model, config.task, config.metatest)
+    fused.check_config(config)
     validate_learner_names(config)
     _check_conv_baselines(config)
     check_size_free(config, (config.model.learner,), "model.learner")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import jax
 
-from vsml_es import vsml
+from vsml_es import fused, vsml
 from vsml_es.config import ModelConfig
 from vsml_es.learners.base import InitFn, Learner, Params, StepFn
 
@@ -16,8 +16,10 @@ class VsmlLearner(Learner):
     """Every weight a tiny LSTM with shared meta-learned parameters (``model`` sets its size).
 
     By default the states stay in the fast layout for the whole episode (one transpose at the
-    start, none per step); ``layer_fn`` swaps in another formulation of ``vsml.layer_ticks``
-    (e.g. the per-connection oracle of ``vsml_es.reference``) on the public layout.
+    start, none per step), run by ``vsml.fast_layer_ticks`` or, with ``model.kernel: fused``,
+    by the C++ kernel of ``vsml_es.fused``; ``layer_fn`` swaps in another formulation of
+    ``vsml.layer_ticks`` (e.g. the per-connection oracle of ``vsml_es.reference``) on the
+    public layout.
     """
 
     model: ModelConfig
@@ -45,7 +47,8 @@ class VsmlLearner(Learner):
             raise ValueError(f"input shape {input_shape} does not hold {num_features} features")
         sizes = vsml.layer_sizes(model, num_features, num_outputs, convs)
         fast = self.layer_fn is None
-        layer_fn = vsml.fast_layer_ticks if fast else self.layer_fn
+        layer_fn = self.layer_fn or (fused.layer_ticks if model.kernel == "fused"
+                                     else vsml.fast_layer_ticks)
 
         def init(key: jax.Array) -> vsml.NetState:
             net = vsml.init_net_state(key, model, sizes, convs)
