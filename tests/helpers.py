@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from vsml_es.classifier import OnlineClassifier
+from vsml_es.cli import main
 from vsml_es.experiment import experiment_from_dict
 from vsml_es.metatest import eval_keys
 from vsml_es.tasks import load_task
@@ -18,6 +19,15 @@ from vsml_es.tasks import load_task
 def set_flags(overrides: Iterable[str]) -> list[str]:
     """``["a=1", "b=2"]`` -> ``["--set", "a=1", "--set", "b=2"]`` for the CLI."""
     return [arg for kv in overrides for arg in ("--set", kv)]
+
+
+def refused_before_work(argv: list[str], out: Path, overrides: Iterable[str], message: str,
+                        capsys) -> None:
+    """The CLI command ``argv`` with these ``--set`` overrides exits 2 with ``message`` (spaces
+    and line breaks as in any wrapping of it) and leaves ``out`` unwritten."""
+    assert main([*argv, *set_flags(overrides)]) == 2
+    assert message in " ".join(capsys.readouterr().err.split())
+    assert not out.exists()
 
 
 def replay_metatest(clf: OnlineClassifier, steps: int, episodes: int) -> np.ndarray:

@@ -10,8 +10,8 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from helpers import refused_before_work
 
-from vsml_es.cli import main
 from vsml_es.errors import LearnerError
 from vsml_es.experiment import load_experiment
 from vsml_es.learners import build_learner, get_entry
@@ -94,9 +94,6 @@ def test_flat_examples_are_refused() -> None:
 ])
 def test_bad_conv_baseline_settings_exit_2(overrides: list[str], words: str, capsys,
                                            tmp_path: Path) -> None:
-    argv = ["train", str(QUICKSTART), "--run-dir", str(tmp_path / "run")]
-    for item in overrides:
-        argv += ["--set", item]
-    assert main(argv) == 2
-    assert words in " ".join(capsys.readouterr().err.split())
-    assert not (tmp_path / "run").exists()
+    run_dir = tmp_path / "run"
+    refused_before_work(["train", str(QUICKSTART), "--run-dir", str(run_dir)], run_dir,
+                        overrides, words, capsys)

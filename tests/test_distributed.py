@@ -238,7 +238,9 @@ def test_a_shard_failing_on_every_try_stops_the_run_after_bounded_retries(
 ) -> None:
     config = load_experiment(EXPERIMENT, [*TINY, f"distributed.address={cluster}",
                                       "distributed.workers=1", "distributed.max_retries=1",
-                                      "distributed.shard_timeout_s=0.2"])
+                                      # below one Ray round trip (ms): every try times out,
+                                      # even with the evaluation compiled from the test cache
+                                      "distributed.shard_timeout_s=0.001"])
     with distributed.ray_session(config.distributed):
         spec, data = build_eval_spec(config)
         evaluator = RayEvaluator(spec, data, config.distributed)

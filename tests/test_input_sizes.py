@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import refused_before_work
 
 from vsml_es.cli import main
 from vsml_es.config import PreprocessConfig, TaskConfig
@@ -93,12 +94,9 @@ def test_each_member_is_scored_at_the_size_of_its_episode_id() -> None:
 ])
 def test_bad_input_sizes_exit_2_before_any_work(overrides: list[str], words: str, capsys,
                                                  tmp_path: Path) -> None:
-    argv = ["train", str(QUICKSTART), "--run-dir", str(tmp_path / "run")]
-    for item in overrides:
-        argv += ["--set", item]
-    assert main(argv) == 2
-    assert words in " ".join(capsys.readouterr().err.split())
-    assert not (tmp_path / "run").exists()
+    run_dir = tmp_path / "run"
+    refused_before_work(["train", str(QUICKSTART), "--run-dir", str(run_dir)], run_dir,
+                        overrides, words, capsys)
 
 
 def test_compare_refuses_learners_tied_to_the_input_size(capsys, tmp_path: Path) -> None:
