@@ -238,12 +238,12 @@ def test_a_shard_failing_on_every_try_stops_the_run_after_bounded_retries(
 ) -> None:
     config = load_experiment(EXPERIMENT, [*TINY, f"distributed.address={cluster}",
                                       "distributed.workers=1", "distributed.max_retries=1",
-                                      # below one Ray round trip (ms): every try times out,
-                                      # even with the evaluation compiled from the test cache
-                                      "distributed.shard_timeout_s=0.001"])
+                                      "distributed.shard_timeout_s=0.2"])
     with distributed.ray_session(config.distributed):
         spec, data = build_eval_spec(config)
-        evaluator = RayEvaluator(spec, data, config.distributed)
+        # The worker sleeps 999x its evaluation after each shard, so every try outlasts the
+        # timeout however fast the evaluation is (a warm compilation cache makes it ms).
+        evaluator = RayEvaluator(spec, data, config.distributed, slowdown={0: 1000.0})
         try:
             trainer = Trainer(config, tmp_path, evaluator=evaluator, spec=spec, data=data)
             with pytest.raises(WorkerError, match="failed 2 times"):
