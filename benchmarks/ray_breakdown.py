@@ -31,7 +31,7 @@ from vsml_es.config import load_config
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _cpu_s(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of one process (all its threads)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -164,11 +164,11 @@ def main(argv: list[str] | None = None) -> int:
                 local_wall, local_cpu = time.perf_counter() - t, time.process_time() - c
                 for v in marks.values():
                     v.clear()
-                before = {p: _cpu_s(p) for p in [*ray_pids, *worker_pids]}
+                before = {p: cpu_seconds(p) for p in [*ray_pids, *worker_pids]}
                 t, c, t_wall = time.perf_counter(), time.process_time(), time.time()
                 res_ray = ray_eval.evaluate_asked(recipe, population, g, trainer.episode_ids)
                 ray_wall, driver_cpu = time.perf_counter() - t, time.process_time() - c
-                after = {p: _cpu_s(p) for p in before}
+                after = {p: cpu_seconds(p) for p in before}
                 logs = [entry for s in ray_eval.slots
                         for entry in ray.get(s.handle.take_log.remote())]
                 identical &= bool(np.array_equal(res_local.fitness, res_ray.fitness))

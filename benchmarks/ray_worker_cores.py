@@ -23,17 +23,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from ray_breakdown import cpu_seconds  # a sibling script: benchmarks/ is on sys.path
 
 from vsml_es.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of one process (all its threads)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                     pids = [os.getpid(), *(s.info["pid"] for s in
                                            (ray_eval.slots if ray_eval else []))]
                     dev.INLINE_BYTES = -1 if name == "before" else inline
-                    c, t = sum(map(_cpu_s, pids)), time.perf_counter()
+                    c, t = sum(map(cpu_seconds, pids)), time.perf_counter()
                     if ray_eval is None:
                         result = local.evaluate(population, g, trainer.episode_ids)
                     else:
@@ -88,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                                                          trainer.episode_ids)
                     if g:
                         wall[name].append(time.perf_counter() - t)
-                        cpu[name].append(sum(map(_cpu_s, pids)) - c)
+                        cpu[name].append(sum(map(cpu_seconds, pids)) - c)
                     fitness[name] = result.fitness
                 identical &= all(np.array_equal(fitness["local"], f) for f in fitness.values())
                 order = order[1:] + order[:1]
