@@ -45,6 +45,11 @@ class ModelConfig:
     feed_label: bool = False  # put the one-hot label into the last layer's backward message
     output_bound: float = 100.0  # logits are bounded as b * tanh(logits / b)
     init_scale: float = 1.0  # scale of the per-episode random cell state ("weights")
+    # A clock for the learned algorithm (not in the paper): the episode's step t reaches every
+    # LSTM as the features tanh(t / tau), one per timescale here, through meta-learned gate
+    # weights that start at zero (a learner without them computes the same). A step-size
+    # schedule then needs no counter kept in the LSTM states. () = off, as in the paper.
+    clock_timescales: tuple[float, ...] = ()
     # The paper's deep variants (official model.sub_rnn / model.vsml_rnn switches), all off by
     # default: LayerNorm on every connection's outgoing messages before they are averaged
     # (layer_norm); each VSML layer its own LSTM (layerwise_rnns); the backward pass run by
@@ -775,6 +780,10 @@ def check_values(config: Config) -> None:
                 raise ConfigError(f"Config key '{path}[{i}]' is {value}; at most {limit:,}.")
     if m.init_scale < 0:
         raise ConfigError(f"Config key 'model.init_scale' must be >= 0, got {m.init_scale}.")
+    for i, tau in enumerate(m.clock_timescales):
+        if not 0 < tau < 1e9:
+            raise ConfigError(f"Config key 'model.clock_timescales[{i}]' is {tau}; a timescale "
+                              "is a number of steps > 0 and < 1e9, e.g. [10, 100, 1000].")
     for path, value in [
         ("model.state_size", m.state_size),
         ("model.message_size", m.message_size),

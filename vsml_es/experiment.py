@@ -121,6 +121,7 @@ def check_init_params(config: Config) -> None:
     params, _ = read_learner_file(path)
     learner = build_learner(config.model.learner, config)
     want = jax.eval_shape(lambda: learner.init_params(jax.random.key(0), 8, 2))
+    params = learner.warm_start(params, want)
     have = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), params)
     shapes = jax.tree.map(lambda s: s.shape, want), jax.tree.map(lambda s: s.shape, have)
     if jax.tree.structure(want) != jax.tree.structure(have) or shapes[0] != shapes[1]:

@@ -91,8 +91,9 @@ class Trainer:
     def initial_state(self) -> TrainState:
         """Generation 0: the ES state around the warm start file's parameters, if any."""
         warm = self.config.training.init_params
-        start = (read_learner_file(Path(self.config.training.init_params_path()))[0] if warm
-                 else self.template)
+        start = (self.spec.learner.warm_start(
+            read_learner_file(Path(self.config.training.init_params_path()))[0], self.template)
+            if warm else self.template)
         return TrainState(generation=0, es_state=self._es_state_at(start))
 
     def _es_state_at(self, params: Params) -> Any:

@@ -41,6 +41,8 @@ PREDICTION_SLOT = 1
 PRECISION = jax.lax.Precision.HIGHEST
 # Name prefix of the backward pass's own parameter set (model.separate_backward_lstm).
 BACKWARD_PREFIX = "back_"
+# model.clock_timescales: gate weights of the clock features, [timescales, 4 * state_size].
+CLOCK_PARAM = "clock_w"
 # haiku.LayerNorm's default epsilon (the official SubRNN's message LayerNorm).
 LAYER_NORM_EPS = 1e-5
 
@@ -127,6 +129,8 @@ def _init_set(key: jax.Array, model: ModelConfig) -> Params:
         for name in ("fwd", "bwd"):
             params[f"{name}_ln_scale"] = jnp.ones((m,))
             params[f"{name}_ln_offset"] = jnp.zeros((m,))
+    if model.clock_timescales:  # zeros: the clock changes nothing until meta-training uses it
+        params[CLOCK_PARAM] = jnp.zeros((len(model.clock_timescales), 4 * s))
     return params
 
 
@@ -162,6 +166,7 @@ def init_params(key: jax.Array, model: ModelConfig) -> Params:
 def num_params(model: ModelConfig) -> int:
     s, m = model.state_size, model.message_size
     one = (2 * m + s) * 4 * s + 4 * s + 2 * (s * m + m) + (4 * m if model.layer_norm else 0)
+    one += len(model.clock_timescales) * 4 * s
     one *= num_layers(model) if model.layerwise_lstms else 1
     return one * (2 if model.separate_backward_lstm else 1)
 
@@ -434,6 +439,25 @@ class NetState(NamedTuple):
 
     layers: list[LayerState]
     pending: list[jax.Array]
+    step: jax.Array | None = None  # int32 steps taken (model.clock_timescales), else None
+
+
+def clock_features(step: jax.Array, timescales: tuple[float, ...]) -> jax.Array:
+    """[len(timescales)]: tanh(t / tau), each rising from 0 to ~1 over its own timescale."""
+    return jnp.tanh(step.astype(jnp.float32) / jnp.asarray(timescales, jnp.float32))
+
+
+def with_clock(params: Params, step: jax.Array, timescales: tuple[float, ...]) -> Params:
+    """The parameters with the clock folded into every LSTM's gate bias (also a layerwise or
+    backward set's), so every layer formulation (pure, fused, oracle, conv) runs it unchanged."""
+    features = clock_features(step, timescales)
+    out = dict(params)
+    for name, weights in params.items():
+        if name.endswith(CLOCK_PARAM):
+            bias = name[: -len(CLOCK_PARAM)] + "lstm_b"
+            out[bias] = params[bias] + jnp.einsum("k,...kg->...g", features, weights,
+                                                  precision=PRECISION)
+    return out
 
 
 def init_net_state(
@@ -441,14 +465,15 @@ def init_net_state(
     convs: tuple[ConvGeometry, ...] = (),
 ) -> NetState:
     pending = [jnp.zeros((n_out, model.message_size)) for _, n_out in sizes]
-    return NetState(init_layer_states(key, model, sizes, convs), pending)
+    step = jnp.zeros((), jnp.int32) if model.clock_timescales else None
+    return NetState(init_layer_states(key, model, sizes, convs), pending, step)
 
 
 def net_to_fast(net: NetState, num_conv: int = 0) -> NetState:
     """The same network state with every dense layer in the fast layout (for
     ``fast_layer_ticks``); the first ``num_conv`` (conv) layers keep theirs."""
     layers = [layer if li < num_conv else to_fast(layer) for li, layer in enumerate(net.layers)]
-    return NetState(layers, list(net.pending))
+    return NetState(layers, list(net.pending), net.step)
 
 
 def output_mask(live: jax.Array, num_outputs: int) -> jax.Array:
@@ -485,6 +510,8 @@ def learn_step(
     (``conv_layer_ticks``; ``x`` is then the row-major flattened image).
     """
     m, ticks = model.message_size, model.micro_ticks
+    if net.step is not None:
+        params = with_clock(params, net.step, model.clock_timescales)
     num_layers = len(net.layers)
     layers = list(net.layers)
     pending = list(net.pending)
@@ -527,4 +554,5 @@ def learn_step(
         # pending[-1] stays zeros: the last layer's forward pass never sees an error.
     else:
         pending[-1] = err_msg  # arrives with the next input
-    return NetState(layers, pending), logits
+    step = None if net.step is None else net.step + 1
+    return NetState(layers, pending, step), logits

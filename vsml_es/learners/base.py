@@ -42,6 +42,13 @@ class Learner:
         """Initial parameters for a task with these sizes (ES starts its search here)."""
         raise NotImplementedError
 
+    def warm_start(self, params: Params, template: Params) -> Params:
+        """Stored parameters completed to this config's ``template`` (``init_params``): a
+        learner adds here the parameters of options that start as a no-op, so a learner
+        meta-trained without such an option can continue with it. Default: as stored."""
+        del template
+        return params
+
     def make(self, params: Params, num_features: int, num_outputs: int) -> tuple[InitFn, StepFn]:
         """The online learner that ``params`` define, for a task with these sizes."""
         raise NotImplementedError

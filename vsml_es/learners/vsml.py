@@ -32,6 +32,13 @@ class VsmlLearner(Learner):
         del num_features, num_outputs  # the shared LSTM does not depend on the layer sizes
         return vsml.init_params(key, self.model)
 
+    def warm_start(self, params: Params, template: Params) -> Params:
+        """Adds the clock's zero gate weights (model.clock_timescales) to a learner stored
+        without them: it computes exactly what it did, and meta-training can use the clock."""
+        missing = {name: value for name, value in template.items()
+                   if name not in params and name.endswith(vsml.CLOCK_PARAM)}
+        return {**params, **missing} if missing else params
+
     @property
     def takes_input_shape(self) -> bool:
         return bool(self.model.conv_layers)
