@@ -29,7 +29,7 @@ MODELS = [ModelConfig(),
           ModelConfig(hidden_layers=(6,), layerwise_lstms=True, separate_backward_lstm=True)]
 
 
-def stream(steps: int = 12, features: int = 7, classes: int = 3) -> tuple[jax.Array, jax.Array]:
+def stream(steps: int = 6, features: int = 7, classes: int = 3) -> tuple[jax.Array, jax.Array]:
     kx, ky = jax.random.split(jax.random.key(5))
     return (jax.random.normal(kx, (steps, features)),
             jax.random.randint(ky, (steps,), 0, classes))
