@@ -11,6 +11,7 @@ imitation, not baselines (the tuned baselines are in screens.md's first rows).
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -19,25 +20,20 @@ import jax.numpy as jnp
 from vsml_es.experiment import load_experiment
 from vsml_es.learners.gradient import GradientLearner
 from vsml_es.metatest import Contender, run_metatest
+from vsml_es.tasks import split_size
 
 EXPERIMENT = Path(__file__).resolve().parents[3] / "experiments" / "generalization.yaml"
-DATASETS = (("fashion_mnist:test", 64), ("fashion_mnist:test@28x28", 784), ("digits:test", 64))
+DATASETS = ("fashion_mnist:test", "fashion_mnist:test@28x28", "digits:test")
 # (scale, tau): lr = scale / inputs, decaying with tau steps (0: constant)
 TARGETS = ((8.0, 0.0), (2.0, 0.0), (8.0, 50.0), (8.0, 200.0), (16.0, 50.0), (8.0, 20.0))
 
 
-def inputs_of(ref: str) -> int:
-    """Input count after the experiment's 8x8 resize, or the ``@HxW`` of the reference."""
-    if "@" in ref:
-        height, width = ref.split("@")[1].split("x")
-        return int(height) * int(width)
-    return 64
-
-
-def main(out: Path, datasets: tuple[tuple[str, int], ...] = DATASETS) -> None:
+def main(out: Path, datasets: tuple[str, ...] = DATASETS) -> None:
     config = load_experiment(EXPERIMENT, [
         "metatest.baselines=[]", "metatest.report_steps=[25,50,100,200,500,1000,2000]"])
-    for ref, inputs in datasets:
+    for ref in datasets:
+        # Inputs after preprocessing: the ref's own '@HxW' size, else the meta-test's resize.
+        inputs = math.prod(split_size(ref)[1] or config.metatest.preprocess.resize)
         contenders = [
             Contender(f"SGD {scale:g}/n" + (f" decay {tau:g}" if tau else ""),
                       GradientLearner("sgd", decay_steps=tau),
@@ -48,5 +44,4 @@ def main(out: Path, datasets: tuple[tuple[str, int], ...] = DATASETS) -> None:
 
 
 if __name__ == "__main__":
-    refs = sys.argv[2:]
-    main(Path(sys.argv[1]), tuple((ref, inputs_of(ref)) for ref in refs) if refs else DATASETS)
+    main(Path(sys.argv[1]), tuple(sys.argv[2:]) or DATASETS)
