@@ -2,10 +2,12 @@
 # Meta-train one seed with the short recipe: three phases, each warm-started from the one
 # before, then export the learner. Re-running continues where it stopped: a finished phase is
 # skipped and an interrupted one is resumed from its last checkpoint.
-#   bash experiments/generalization_fast/run.sh SEED [RUNS_DIR]
+#   bash experiments/generalization_fast/run.sh SEED [RUNS_DIR] [--set KEY=VALUE]...
+# (--set options go to every phase's `vsml-es train`, e.g. a tracking backend.)
 set -euo pipefail
-seed=${1:?usage: run.sh SEED [RUNS_DIR]}
+seed=${1:?usage: run.sh SEED [RUNS_DIR] [--set KEY=VALUE]...}
 runs=${2:-runs}
+shift $(( $# < 2 ? $# : 2 ))
 here=$(dirname "$0")
 out="$runs/generalization_fast-seed$seed"
 mkdir -p "$out"
@@ -19,7 +21,7 @@ for phase in 1 2 3; do
   else
     warm=()
     [ "$phase" -gt 1 ] && warm=(--set "training.init_params=$out/phase$((phase - 1))/params.npz")
-    vsml-es train "$here/phase$phase.yaml" --set training.seed="$seed" "${warm[@]}" \
+    vsml-es train "$here/phase$phase.yaml" --set training.seed="$seed" "${warm[@]}" "$@" \
       --run-dir "$dir" --no-metatest
   fi
 done
