@@ -76,3 +76,12 @@ def test_run_sh_chains_the_phases_and_continues_where_it_stopped(tmp_path, vsml_
         before[out / "phase3" / "params.npz"]
     again_exported = read_learner_file(learner)[0]
     assert all(np.array_equal(again_exported[k], final[k]) for k in final)
+
+
+@pytest.mark.parametrize("args", [[], ["zero"], ["0", "--set", "training.generations=2"]])
+def test_run_sh_refuses_bad_arguments_before_any_work(tmp_path, args):
+    proc = subprocess.run(["bash", str(RECIPE / "run.sh"), *args], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "usage: run.sh SEED [RUNS_DIR]" in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # no runs directory made

@@ -5,8 +5,13 @@
 #   bash experiments/generalization_fast/run.sh SEED [RUNS_DIR] [--set KEY=VALUE]...
 # (--set options go to every phase's `vsml-es train`, e.g. a tracking backend.)
 set -euo pipefail
-seed=${1:?usage: run.sh SEED [RUNS_DIR] [--set KEY=VALUE]...}
+usage="usage: run.sh SEED [RUNS_DIR] [--set KEY=VALUE]..."
+seed=${1:-}
 runs=${2:-runs}
+if ! [[ "$seed" =~ ^[0-9]+$ ]] || [[ "$runs" == -* ]]; then
+  echo "$usage (SEED a whole number, e.g. 0; RUNS_DIR before any --set)" >&2
+  exit 2
+fi
 shift $(( $# < 2 ? $# : 2 ))
 here=$(dirname "$0")
 out="$runs/generalization_fast-seed$seed"
