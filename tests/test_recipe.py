@@ -39,6 +39,12 @@ def vsml_es_bin(tmp_path_factory) -> Path:
     return bin_dir
 
 
+def assert_learner_holds(learner: Path, params: dict[str, np.ndarray]) -> None:
+    exported = read_learner_file(learner)[0]
+    assert exported.keys() == params.keys()
+    assert all(np.array_equal(exported[k], params[k]) for k in params)
+
+
 def snapshot(root: Path) -> dict[Path, bytes]:
     return {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
@@ -53,10 +59,8 @@ def test_run_sh_chains_the_phases_and_continues_where_it_stopped(tmp_path, vsml_
         assert config["training"]["seed"] == 3
     assert load_run_config(out / "phase3")["task"]["mixture"][-1] == "linear_teacher"
     learner = out / "generalization_fast-seed3.vsml"
-    exported = read_learner_file(learner)[0]
     final = load_params(out / "phase3" / "params.npz")[0]
-    assert exported.keys() == final.keys()
-    assert all(np.array_equal(exported[k], final[k]) for k in final)
+    assert_learner_holds(learner, final)
 
     before = snapshot(tmp_path)
     again = run_recipe(tmp_path, vsml_es_bin)  # everything done: nothing is redone or rewritten
@@ -74,8 +78,7 @@ def test_run_sh_chains_the_phases_and_continues_where_it_stopped(tmp_path, vsml_
     assert f"phase 3: resuming {out / 'phase3'}" in resumed.stdout
     assert snapshot(out / "phase3").get(out / "phase3" / "params.npz") == \
         before[out / "phase3" / "params.npz"]
-    again_exported = read_learner_file(learner)[0]
-    assert all(np.array_equal(again_exported[k], final[k]) for k in final)
+    assert_learner_holds(learner, final)
 
 
 @pytest.mark.parametrize("args", [[], ["zero"], ["0", "--set", "training.generations=2"]])
