@@ -70,11 +70,11 @@ def csv_rows(run_dir: Path) -> list[dict]:
         return [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(f)]
 
 
-def final_arrays(run_dir: Path) -> dict[str, np.ndarray]:
+def final_arrays(run_dir: Path, generation: int = GENERATIONS) -> dict[str, np.ndarray]:
     """Mean params (params.npz) and the full ES state of the final checkpoint."""
     with np.load(run_dir / "params.npz", allow_pickle=False) as z:
         arrays = {f"params/{k}": z[k] for k in z.files if k != "__meta_json__"}
-    ckpt = read_checkpoint(run_dir / CHECKPOINTS / f"gen-{GENERATIONS:06d}")
+    ckpt = read_checkpoint(run_dir / CHECKPOINTS / f"gen-{generation:06d}")
     arrays.update({f"ckpt/{k}": v for k, v in ckpt.arrays.items()})
     return arrays
 
@@ -386,10 +386,19 @@ def test_safe_changes_are_allowed_and_keep_the_result(
     assert "resuming with checkpoint.every changed: 3 -> 1" in err
     assert_same_run(run_dir, reference)
     assert not leftover.exists()
-    # Training longer continues the same trajectory.
-    assert resume(run_dir, "--set", f"training.generations={GENERATIONS + 2}") == 0
+    # Training longer continues the same trajectory: it ends where a run asked for the longer
+    # budget from the start ends, bit for bit (recipes extend finished phases this way).
+    longer = GENERATIONS + 2
+    assert resume(run_dir, "--set", f"training.generations={longer}") == 0
     assert metric_rows(run_dir)[:GENERATIONS] == metric_rows(reference)
-    assert len(metric_rows(run_dir)) == GENERATIONS + 2
+    assert len(metric_rows(run_dir)) == longer
+    straight = tmp_path / "straight"
+    assert cli.main(["train", EXPERIMENT, *sets([f"training.generations={longer}"]),
+                     "--run-dir", str(straight), "--no-metatest"]) == 0
+    got, want = final_arrays(run_dir, longer), final_arrays(straight, longer)
+    assert sorted(got) == sorted(want)
+    for name in want:
+        assert got[name].tobytes() == want[name].tobytes(), name
 
 
 def test_version_mismatch_warns(reference: Path, monkeypatch: pytest.MonkeyPatch) -> None:
