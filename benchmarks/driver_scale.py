@@ -63,7 +63,7 @@ def measure(model: list[str], population: int, generations: int, out: Path) -> d
         "logging.progress=false"])
     spec, data = build_eval_spec(config)
     trainer = Trainer(config, out, InstantFitness(), spec, data)
-    es = trainer.strategy
+    es = trainer.method.strategy
     algorithm = type(es.algorithm)
     state = trainer.initial_state()
     compiled_before = (algorithm.ask._cache_size(), algorithm.tell._cache_size())

@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         trainer = Trainer(config, Path("/tmp/vsml-es-ray-breakdown"), evaluator=local, spec=spec,
                           data=data)
         state = trainer.initial_state()
-        es = trainer.strategy
+        es = trainer.method.strategy
         me = os.getpid()
         worker_pids = {s.info["pid"] for s in ray_eval.slots}
         devices = [s.info["devices"] for s in ray_eval.slots]

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         trainer = Trainer(config, Path("/tmp/vsml-es-ray-overhead"), evaluator=local, spec=spec,
                           data=data)
         state = trainer.initial_state()
-        es = trainer.strategy
+        es = trainer.method.strategy
         times: dict[str, list[float]] = {"local": [], "ray": []}
         identical = True
         try:

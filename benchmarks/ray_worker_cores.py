@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         local = LocalEvaluator(spec, data)
         trainer = Trainer(config, Path("/tmp/vsml-es-ray-cores"), evaluator=local, spec=spec,
                           data=data)
-        state, es = trainer.initial_state(), trainer.strategy
+        state, es = trainer.initial_state(), trainer.method.strategy
         wall: dict[str, list[float]] = {"local": [], "before": [], "now": []}
         cpu: dict[str, list[float]] = {name: [] for name in wall}
         identical, order = True, list(wall)

@@ -19,7 +19,7 @@ QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.y
 
 def population(trainer: Trainer, generation: int = 0):
     state = trainer.initial_state()
-    es = trainer.strategy
+    es = trainer.method.strategy
     key = jax.random.fold_in(trainer._es_root, generation)
     pop, _ = es.algorithm.ask(key, state.es_state, es.params)
     return jax.tree.map(np.asarray, pop)
@@ -42,7 +42,7 @@ def test_same_seed_same_fitness_bit_for_bit(tiny_overrides, tmp_path):
 def test_antithetic_pairs_share_episode_data(tiny_overrides, tmp_path):
     config = load_experiment(QUICKSTART, tiny_overrides)
     trainer = Trainer(config, tmp_path)
-    assert trainer.strategy.mirrored
+    assert trainer.method.strategy.mirrored
     p = config.training.population_size
     np.testing.assert_array_equal(trainer.episode_ids[: p // 2], trainer.episode_ids[p // 2 :])
     pop = population(trainer)

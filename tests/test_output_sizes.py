@@ -26,10 +26,12 @@ from vsml_es.cli import main
 from vsml_es.config import Config, MetaTestConfig, ModelConfig, TaskConfig, config_to_dict
 from vsml_es.data.registry import ArrayDataset
 from vsml_es.episodes import learner_episode, masked_logits
+from vsml_es.evaluator import LocalEvaluator
 from vsml_es.export import export_run
 from vsml_es.imitation import Imitation, imitation_episode, imitation_target
 from vsml_es.learners.gradient import GradientLearner
 from vsml_es.learners.vsml import VsmlLearner
+from vsml_es.methods.imitation import ImitationMethod
 from vsml_es.storage.learner_file import read_learner_file
 from vsml_es.storage.params import save_params
 from vsml_es.tasks import MixtureTask, build_task, load_metatest_task, make_task, with_output_mask
@@ -232,12 +234,13 @@ def test_imitation_of_a_ten_class_dataset_in_47_wide_network(model: ModelConfig,
     def carried(task: Any) -> tuple[Any, ...]:
         # Meta learning rate 0: Adam would blow float noise in near-zero gradients up to full
         # steps; the gradients are compared above. What is checked here is the carry.
-        method = Imitation(learner, target, 0.5, 0.0, 2, 24, task, 0, kind, 0.5)
-        state = method.init(jax.random.key(0), params, None)
+        method = ImitationMethod(Imitation(learner, target, 0.5, 0.0, 2, 24, task, 0, kind,
+                                           0.5), chunk=2)
+        state = method.init(params)
         losses = []
         for generation in range(2):  # the second update continues the first one's streams
-            state, loss, acc = method.update(state, generation, np.arange(2), data)
-            losses.append((float(loss), float(acc)))
+            state, row = method.step(state, generation, LocalEvaluator(None, data))
+            losses.append((row["fitness_mean"], row["accuracy_mean"]))
         return losses, state["episodes"].state
 
     (w_losses, w_net), (n_losses, n_net) = carried(wide), carried(narrow)

@@ -69,7 +69,7 @@ def test_workers_redraw_members_from_the_recipe_with_identical_fitness(
         trainer = Trainer(config, tmp_path, evaluator, spec, data)
         params = params_of(trainer)
         # Both paths on one more generation's population, side by side.
-        es, state = trainer.strategy, trainer.initial_state()
+        es, state = trainer.method.strategy, trainer.initial_state()
         key = jax.random.key(7)
         population, _ = es.algorithm.ask(key, state.es_state, es.params)
         recipe = AskRecipe(es.algorithm, key, state.es_state, es.params)
@@ -114,8 +114,8 @@ def test_ask_and_tell_compile_once_across_generations_and_trainers(
     config, spec, data = session
     trainers = [Trainer(config, tmp_path / str(i), LocalEvaluator(spec, data), spec, data)
                 for i in range(2)]
-    algorithm = trainers[0].strategy.algorithm
-    assert trainers[1].strategy.algorithm is algorithm  # one object: one jit cache entry
+    algorithm = trainers[0].method.strategy.algorithm
+    assert trainers[1].method.strategy.algorithm is algorithm  # one object: one jit cache entry
     sizes = []
     for trainer in trainers:
         state = trainer.initial_state()

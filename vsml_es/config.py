@@ -167,12 +167,18 @@ class TrainingConfig:
     strategy_kwargs: dict[str, Any] = field(default_factory=dict)  # extra constructor args
     eval_chunk: int = 16  # members per jitted call: fixed shapes, results independent of sharding
     seed: int = 0
-    # es: evosax as above. imitation: Adam (learning_rate) on gradients through the unrolled
-    # inner loop, making the learner's online logits follow imitation_target's on the same
-    # streams (paper section 4.1); population_size episodes per step, generations steps.
-    # backprop: the same gradient descent on the learner's own online loss (task.fitness), the
-    # ES objective (official configs/backprop.yaml, "backpropagation-based meta optimization").
+    # es: evosax as above, every member learning a fresh task.episode_length-step episode.
+    # nres | pes: online ES (noise-reuse / persistent): population_size / 2 antithetic pairs,
+    # each learning streams of task.episode_length steps, training.window steps of them per
+    # generation with the learner states carried over (vsml_es.online); sigma, optimizer and
+    # learning_rate as for es. imitation: Adam (learning_rate) on gradients through the
+    # unrolled inner loop, making the learner's online logits follow imitation_target's on
+    # the same streams (paper section 4.1); population_size episodes per step, generations
+    # steps. backprop: the same gradient descent on the learner's own online loss
+    # (task.fitness), the ES objective (official configs/backprop.yaml).
     method: str = "es"
+    # nres | pes: steps of each stream per generation (divides task.episode_length).
+    window: int = 50
     # Global-norm clip of the meta-gradient of imitation/backprop (0: none; official
     # backprop.yaml: 25). BPTT through hundreds of LSTM ticks can spike.
     gradient_clip: float = 1.0
@@ -247,7 +253,7 @@ class CompareConfig:
     pretrained: dict[str, str] = field(default_factory=dict)
 
 
-# training.method values that meta-train with gradients through the inner loop (in-process).
+# training.method values that meta-train with gradients through the inner loop.
 GRADIENT_METHODS = ("imitation", "backprop")
 
 # training.* keys that compare.es_settings may set per learner (none of them changes the budget).
@@ -872,7 +878,6 @@ def check_values(config: Config) -> None:
     choices = {
         "task.fitness": (t.fitness, ("mean_loss", "last_loss")),
         "training.optimizer": (tr.optimizer, ("adam", "sgd")),
-        "training.method": (tr.method, ("es", *GRADIENT_METHODS)),
         "training.imitation_target": (tr.imitation_target,
                                        ("sgd", "adam", "sgd_mlp", "adam_mlp")),
         "training.imitation_loss": (tr.imitation_loss, ("logits", "kl")),
@@ -952,7 +957,7 @@ def _check_input_sizes(config: Config) -> None:
     if config.training.method != "es":
         raise ConfigError(
             f"Config key 'task.input_sizes' needs training.method: es (got "
-            f"'{config.training.method}'): the gradient methods unroll one input size."
+            f"'{config.training.method}'): the other methods learn streams of one input size."
         )
 
 

@@ -17,8 +17,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vsml_es.config import Config
 from vsml_es.episodes import population_fitness_on
+from vsml_es.imitation import Imitation, chunk_gradients
 from vsml_es.learners import Learner, build_learner
-from vsml_es.multisize import TrainingTask, build_training_task, member_groups
+from vsml_es.multisize import TrainingTask, build_training_task, member_groups, single_size
+from vsml_es.online import Missing, OnlinePool, OnlineSpec, WindowResult
 from vsml_es.tasks import Data
 
 
@@ -41,14 +43,45 @@ class AskRecipe:
     params: Any
 
 
+class GradientChunk(NamedTuple):
+    """One chunk of a gradient method's batch: episode ids, weights (0: padding) and the
+    chunk's carried episodes (or None)."""
+
+    episode_ids: np.ndarray
+    weights: np.ndarray
+    carries: Any
+
+
+class GradientResult(NamedTuple):
+    """Sums over one chunk: meta-loss, accuracy, gradient; and its carried episodes after."""
+
+    loss: Any
+    accuracy: Any
+    grads: Any
+    carries: Any
+
+
 class Evaluator(Protocol):
-    """Evaluates a population (pytree with leading axis P) for one generation.
+    """Where a method's work runs, one call per generation: a population (pytree with leading
+    axis P) of full episodes, a window of every online-ES particle, or a gradient method's
+    chunks of episodes.
 
     Optional: ``evaluate_asked(recipe, population, generation, episode_ids)``, the same
     evaluation given also the :class:`AskRecipe` the population came from.
     """
 
     def evaluate(self, population: Any, generation: int, episode_ids: np.ndarray) -> Evaluation:
+        ...
+
+    def windows(self, online: OnlineSpec, generation: int, theta: np.ndarray,
+                history: np.ndarray) -> WindowResult:
+        """One window of every particle (``vsml_es.online``); ``history`` rebuilds lost
+        states and need not travel when nothing was lost."""
+        ...
+
+    def gradients(self, method: Imitation, params: Any, generation: int,
+                  chunks: list[GradientChunk]) -> list[GradientResult]:
+        """Each chunk's sums (``imitation.chunk_gradients``), in chunk order."""
         ...
 
     def status(self) -> dict[str, Any]:
@@ -131,6 +164,19 @@ def evaluate_members(
     return Evaluation(fitness, accuracy)
 
 
+def online_pool(spec: EvalSpec, online: OnlineSpec, particles: np.ndarray) -> OnlinePool:
+    """The pool of ``particles``' inner states on this process (a worker's or the driver's)."""
+    return OnlinePool(spec.learner, single_size(spec.task), online, particles)
+
+
+def gradient_chunk(method: Imitation, params: Any, generation: int, chunk: GradientChunk,
+                   data: Data) -> GradientResult:
+    """One chunk's sums, brought to host memory (the same on a worker and in-process)."""
+    out = chunk_gradients(method, params, np.int32(generation), chunk.episode_ids,
+                          chunk.weights, chunk.carries, data)
+    return GradientResult(*jax.tree.map(np.asarray, out))
+
+
 _REPLICAS: dict[tuple[Any, ...], tuple[Data, Data]] = {}
 
 
@@ -152,9 +198,23 @@ class LocalEvaluator:
     def __init__(self, spec: EvalSpec, data: Data):
         self.spec = spec
         self.data = data
+        self._pool: OnlinePool | None = None
 
     def evaluate(self, population: Any, generation: int, episode_ids: np.ndarray) -> Evaluation:
         return evaluate_members(self.spec, self.data, population, generation, episode_ids)
+
+    def windows(self, online: OnlineSpec, generation: int, theta: np.ndarray,
+                history: np.ndarray) -> WindowResult:
+        if self._pool is None or self._pool.online != online:
+            self._pool = online_pool(self.spec, online, np.arange(online.particles))
+        result = self._pool.run(generation, theta, history, self.data)
+        assert not isinstance(result, Missing)  # given the history, a pool rebuilds
+        return result
+
+    def gradients(self, method: Imitation, params: Any, generation: int,
+                  chunks: list[GradientChunk]) -> list[GradientResult]:
+        return [gradient_chunk(method, params, generation, chunk, self.data)
+                for chunk in chunks]
 
     def status(self) -> dict[str, Any]:
         return {}

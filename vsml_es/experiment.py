@@ -16,7 +16,6 @@ import jax
 from vsml_es import fused
 from vsml_es.config import (
     ES_SETTING_KEYS,
-    GRADIENT_METHODS,
     Config,
     TrainingConfig,
     config_from_dict,
@@ -26,9 +25,10 @@ from vsml_es.config import (
     positive,
     replace,
 )
-from vsml_es.errors import ConfigError, UserError
+from vsml_es.errors import ConfigError, UserError, did_you_mean
 from vsml_es.es import validate_strategy
 from vsml_es.learners import build_learner, validate_learner_names
+from vsml_es.methods import METHODS
 from vsml_es.multisize import check_size_free
 from vsml_es.preprocess import validate_task_config
 from vsml_es.storage.learner_file import read_learner_file
@@ -94,19 +94,13 @@ def learner_file_config(path: Path, info: dict[str, Any]) -> Config:
 
 
 def _validate_method(config: Config, check_warm_start: bool) -> None:
-    """Gradient methods run in-process on VSML; a warm start file fits the learner it starts."""
+    """``training.method`` names a method, which checks its own keys; a warm start file fits
+    the learner it starts."""
     tr = config.training
-    if tr.method in GRADIENT_METHODS:
-        if config.model.learner != "vsml":
-            raise ConfigError(f"training.method '{tr.method}' trains VSML (model.learner: "
-                              f"vsml); got model.learner '{config.model.learner}'.")
-        d = config.distributed
-        if d.address is not None or (d.workers or 0) > 0:
-            raise ConfigError(
-                f"training.method '{tr.method}' computes gradients in-process (no Ray "
-                "workers): "
-                "drop --workers / --ray-address (distributed.workers, distributed.address)."
-            )
+    if tr.method not in METHODS:
+        raise ConfigError(f"Config key 'training.method' is '{tr.method}'; valid values: "
+                          f"{', '.join(METHODS)}.{did_you_mean(tr.method, METHODS)}")
+    METHODS[tr.method].validate(config)
     if tr.init_params and check_warm_start:
         check_init_params(config)
 

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vsml_es import vsml
+from vsml_es.config import GRADIENT_METHODS
 from vsml_es.errors import ConfigError
 from vsml_es.pytree import Params
 
@@ -63,7 +64,7 @@ def check_config(config: Any) -> None:
     if m.state_size != STATE_SIZE:
         problems.append(f"model.state_size {m.state_size}: the kernel is built for "
                         f"{STATE_SIZE} only")
-    if method != "es":
+    if method in GRADIENT_METHODS:
         problems.append(f"training.method {method}: it takes gradients through the episode, "
                         "and the kernel runs forward only")
     if problems:

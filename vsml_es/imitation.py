@@ -138,8 +138,10 @@ class Carry(NamedTuple):
 
 @dataclass(frozen=True)
 class Imitation:
-    """Looks like an evosax algorithm to the trainer (init / get_mean over a state pytree),
-    plus ``update``: one Adam step on the imitation loss of a batch of episodes."""
+    """The settings of a gradient meta-training run (hashable: a static jit argument and
+    small enough to travel to the workers once): its state is ``init``'s pytree, its
+    gradients come per chunk of episodes (``chunk_gradients``) and are summed in chunk order
+    by ``vsml_es.methods.gradient``, in-process and on Ray alike."""
 
     learner: Learner
     target: Learner | None  # None: training.method backprop (the task loss alone)
@@ -165,19 +167,11 @@ class Imitation:
     def target_params(self) -> Params:
         return {"learning_rate": jnp.float32(self.target_learning_rate)}
 
-    def init(self, key: jax.Array, template: Params, params: Any) -> dict[str, Any]:
-        del key, params
+    def init(self, template: Params) -> dict[str, Any]:
         state = {"params": template, "opt": self.optimizer.init(template)}
         if self.horizon:
             state["episodes"] = _initial_carries(self, template)
         return state
-
-    def get_mean(self, state: dict[str, Any]) -> Params:
-        return state["params"]
-
-    def update(self, state: dict[str, Any], generation: int, episode_ids: Any,
-               data: Data) -> tuple[dict[str, Any], jax.Array, jax.Array]:
-        return _update(self, state, jnp.int32(generation), jnp.asarray(episode_ids), data)
 
 
 def _fresh(method: Imitation, params: Params, key: jax.Array, t: jax.Array) -> Carry:
@@ -222,31 +216,39 @@ def _carried_episode(method: Imitation, params: Params, carry: Carry, new_key: j
 
 
 @partial(jax.jit, static_argnames=("method",))
-def _update(method: Imitation, state: dict[str, Any], generation: jax.Array,
-            episode_ids: jax.Array, data: Data):
+def chunk_gradients(method: Imitation, params: Params, generation: jax.Array,
+                    episode_ids: jax.Array, weights: jax.Array, carries: Carry | None,
+                    data: Data) -> tuple[jax.Array, jax.Array, Params, Carry | None]:
+    """Weighted sums over one chunk of episodes (padding lanes weigh 0) of the meta-loss, the
+    online accuracy and the meta-loss's gradient, and the chunk's carried episodes after
+    this step (``training.imitation_horizon``; None without)."""
     keys = episode_keys(jnp.int32(method.seed), generation, episode_ids)
 
-    def batch_loss(params: Params) -> tuple[jax.Array, tuple[jax.Array, Any]]:
+    def chunk_loss(params: Params) -> tuple[jax.Array, tuple[jax.Array, Any]]:
         if method.horizon:
-            losses, accs, carries = jax.vmap(
+            losses, accs, new = jax.vmap(
                 _carried_episode, in_axes=(None, None, 0, 0, None))(
-                method, params, state["episodes"], keys, data)
+                method, params, carries, keys, data)
         else:
             losses, accs = jax.vmap(
                 imitation_episode,
                 in_axes=(None, None, None, None, 0, None, None, None, None, None))(
                 method.learner, params, method.target, method.target_params, keys, data,
                 method.task, method.loss, method.task_weight, method.fitness)
-            carries = None
-        return jnp.mean(losses), (jnp.mean(accs), carries)
+            new = None
+        return jnp.sum(weights * losses), (jnp.sum(weights * accs), new)
 
-    (loss, (acc, carries)), grads = jax.value_and_grad(batch_loss, has_aux=True)(
-        state["params"])
+    (loss, (acc, new)), grads = jax.value_and_grad(chunk_loss, has_aux=True)(params)
+    return loss, acc, grads, jax.lax.stop_gradient(new)
+
+
+@partial(jax.jit, static_argnames=("method",))
+def apply_gradients(method: Imitation, state: dict[str, Any],
+                    grad_sum: Params) -> dict[str, Any]:
+    """One optimizer step on the batch-mean gradient (``grad_sum`` over all episodes)."""
+    grads = jax.tree.map(lambda g: g / method.population_size, grad_sum)
     updates, opt = method.optimizer.update(grads, state["opt"], state["params"])
-    new = {"params": optax.apply_updates(state["params"], updates), "opt": opt}
-    if method.horizon:
-        new["episodes"] = jax.lax.stop_gradient(carries)
-    return new, loss, acc
+    return {**state, "params": optax.apply_updates(state["params"], updates), "opt": opt}
 
 
 def imitation_target(name: str, learner: Learner, decay_steps: float = 0.0) -> GradientLearner:

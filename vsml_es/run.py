@@ -7,7 +7,6 @@ The commands in ``vsml_es.commands`` only parse arguments and print what these r
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from vsml_es.introspect import introspect_learner
 from vsml_es.introspect_report import OUTPUT_FILES as INTROSPECT_FILES
 from vsml_es.learners import Params, size_free_names
 from vsml_es.metatest import meta_learned, run_metatest
+from vsml_es.methods import build_method
 from vsml_es.multisize import build_training_task, single_size
 from vsml_es.paths import check_new_run_dir, check_output_dir
 from vsml_es.reporting import OUTPUT_FILES
@@ -63,14 +63,13 @@ def train(config: Config, run_dir: Path, *, resume: ResumePlan | None = None,
     run_dir = Path(run_dir)
     check_before_work(config, metatest)
     write_run_config(run_dir, config)  # resumable from here on, even before a checkpoint
-    distributed = config.distributed
-    if config.training.method != "es":  # gradients in-process: no Ray to start
-        distributed = dataclasses.replace(distributed, workers=0)
-    with open_backend(distributed, log) as backend:  # Ray first, then the data
+    with open_backend(config.distributed, log) as backend:  # Ray first, then the data
         task, data = build_training_task(config.task)
         spec = make_eval_spec(config, task)
+        method = build_method(config, spec)  # once: the trainer only calls its interface
         with backend.evaluator(spec, data) as evaluator:
-            trainer = Trainer(config, run_dir, evaluator=evaluator, spec=spec, data=data)
+            trainer = Trainer(config, run_dir, evaluator=evaluator, spec=spec, data=data,
+                              method=method)
             state = trainer.resume_from(resume, log) if resume is not None else None
             started = time.perf_counter()
             state = trainer.run(state)

@@ -12,6 +12,8 @@ import jax
 ES = 0x0E5  # ES noise: ask/tell keys per generation
 INIT = 0x1417  # initial meta-parameters
 EPISODES = 0xDA7A  # episode data: datasets, permutations, projections, learner initial states
+ONLINE_STREAMS = 0x57EA  # online ES: each particle's streams (examples, initial states)
+ONLINE_NOISE = 0x0015E  # online ES: each particle's perturbation directions
 
 
 def stream_key(seed: int | jax.Array, tag: int) -> jax.Array:

@@ -1,12 +1,13 @@
-"""The meta-training loop: ask → evaluate → tell, one generation at a time, on the driver.
+"""The meta-training loop: one method step per generation, checkpoints, metrics, signals.
 
-All randomness of generation g derives from (seed, g), so a generation can be replayed from
-the ES state alone: that is what makes resume exact and fitness independent of the workers.
+The method (``vsml_es.methods``: full-episode ES, NRES, PES, imitation, backprop) is built
+once and only its interface is used here. All randomness of generation g derives from
+(seed, g), so a generation can be replayed from the method's state alone: that is what makes
+resume exact and results independent of the workers.
 """
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -15,23 +16,15 @@ from typing import Any
 
 import jax
 import numpy as np
-import optax
 import yaml
 
 from vsml_es import streams
-from vsml_es.config import GRADIENT_METHODS, Config, config_to_dict
+from vsml_es.config import Config, config_to_dict
 from vsml_es.errors import CheckpointError, Report, ResumeError
-from vsml_es.es import Strategy, build_strategy, sanitize_fitness, strongly_typed
-from vsml_es.evaluator import (
-    AskRecipe,
-    EvalSpec,
-    Evaluation,
-    Evaluator,
-    LocalEvaluator,
-    build_eval_spec,
-)
-from vsml_es.imitation import Imitation, build_imitation
+from vsml_es.es import strongly_typed
+from vsml_es.evaluator import EvalSpec, Evaluator, LocalEvaluator, build_eval_spec
 from vsml_es.learners import Params
+from vsml_es.methods import Method, build_method, initial_params
 from vsml_es.metrics import MetricsLog
 from vsml_es.resume import ResumePlan, rewind
 from vsml_es.runs import write_status
@@ -52,7 +45,7 @@ class TrainState:
 
 
 class Trainer:
-    """Owns the strategy, the evaluator and the run directory of one meta-training run."""
+    """Owns the method, the evaluator and the run directory of one meta-training run."""
 
     def __init__(
         self,
@@ -61,6 +54,7 @@ class Trainer:
         evaluator: Evaluator | None = None,
         spec: EvalSpec | None = None,
         data: Data | None = None,
+        method: Method | None = None,
     ):
         self.config = config
         self.run_dir = Path(run_dir)
@@ -72,16 +66,8 @@ class Trainer:
         # Random initial parameters: the start of a fresh run without a warm start, and the
         # structure of every run's ES state (a warm start file has the same, checked by
         # experiment.validate, and is read only when a run starts: resuming does not need it).
-        self.template = spec.learner.init_params(
-            stream_key(config.training.seed, streams.INIT), spec.task.num_features,
-            spec.task.num_outputs)
-        if config.training.method in GRADIENT_METHODS:
-            method = build_imitation(config.training, spec.learner, spec.task,
-                                     config.task.fitness)
-            self.strategy: Strategy = Strategy(method, {}, mirrored=False)
-        else:
-            self.strategy = build_strategy(config.training, self.template)
-        self.episode_ids = self.strategy.episode_ids()
+        self.template = initial_params(config, spec)
+        self.method = method or build_method(config, spec)
         self._es_root = stream_key(config.training.seed, streams.ES)
         self.last_row: dict[str, Any] = {}
         self._checkpointed: int | None = None  # generation of the newest checkpoint on disk
@@ -94,19 +80,16 @@ class Trainer:
         start = (self.spec.learner.warm_start(
             read_learner_file(Path(self.config.training.init_params_path()))[0], self.template)
             if warm else self.template)
-        return TrainState(generation=0, es_state=self._es_state_at(start))
-
-    def _es_state_at(self, params: Params) -> Any:
-        es = self.strategy
-        return strongly_typed(es.algorithm.init(self._es_root, params, es.params))
+        return TrainState(generation=0, es_state=self.method.init(start))
 
     def mean_params(self, state: TrainState) -> Params:
-        return self.strategy.algorithm.get_mean(state.es_state)
+        return self.method.mean(state.es_state)
 
     def restore(self, checkpoint: Checkpoint) -> TrainState:
-        """Continue exactly where ``checkpoint`` stopped: ES state, ES params, RNG key."""
-        es_state = strongly_typed(checkpoint.es_state(self._es_state_at(self.template)))
-        self.strategy.params = checkpoint.es_params(self.strategy.params)
+        """Continue exactly where ``checkpoint`` stopped: method state and hyperparameters,
+        RNG key."""
+        es_state = strongly_typed(checkpoint.es_state(self.method.init(self.template)))
+        self.method.hyperparams = checkpoint.es_params(self.method.hyperparams)
         saved_key = jax.random.key_data(checkpoint.rng_key())
         if not np.array_equal(saved_key, jax.random.key_data(self._es_root)):
             raise CheckpointError(
@@ -149,7 +132,7 @@ class Trainer:
         snapshot = Snapshot(
             generation=state.generation,
             es_state=state.es_state,
-            es_params=self.strategy.params,
+            es_params=self.method.hyperparams,
             rng_key=self._es_root,
             mean_params=self.mean_params(state),
             info={**self.run_info(), "metrics_position": log.position(),
@@ -164,64 +147,8 @@ class Trainer:
     # -- one generation ------------------------------------------------------------------------
 
     def step(self, state: TrainState) -> tuple[TrainState, dict[str, Any]]:
-        es = self.strategy
-        g = state.generation
-        if isinstance(es.algorithm, Imitation):
-            return self._imitation_step(state)
-        k_ask, k_tell = jax.random.split(jax.random.fold_in(self._es_root, g))
-        start = time.perf_counter()
-        population, es_state = es.algorithm.ask(k_ask, state.es_state, es.params)
-        result = self._evaluate(AskRecipe(es.algorithm, k_ask, state.es_state, es.params),
-                                population, g)
-        fitness, nonfinite = sanitize_fitness(result.fitness)
-        es_state, _ = es.algorithm.tell(k_tell, population, fitness, es_state, es.params)
-        es_state = strongly_typed(es_state)  # tell may return weak scalars: one compile only
-        mean_flat = es_state.mean if hasattr(es_state, "mean") else None
-        row = {
-            "generation": g,
-            "fitness_mean": float(np.mean(fitness)),
-            "fitness_min": float(np.min(fitness)),
-            "fitness_max": float(np.max(fitness)),
-            "accuracy_mean": float(np.nanmean(result.accuracy)),
-            "nonfinite": nonfinite,
-            "mean_norm": float(np.linalg.norm(np.asarray(mean_flat))) if mean_flat is not None
-            else math.nan,
-            "seconds": time.perf_counter() - start,
-            "wall_time": time.time(),
-        }
-        if nonfinite:
-            print(
-                f"warning: generation {g}: {nonfinite} member(s) had NaN/inf fitness; counted "
-                "as the worst fitness of the generation.",
-                file=sys.stderr,
-            )
-        return TrainState(g + 1, es_state), row
-
-    def _evaluate(self, recipe: AskRecipe, population: Any, generation: int) -> Evaluation:
-        """With the recipe where the evaluator can use it (workers redraw the members)."""
-        asked = getattr(self.evaluator, "evaluate_asked", None)
-        if asked is not None:
-            return asked(recipe, population, generation, self.episode_ids)
-        return self.evaluator.evaluate(population, generation, self.episode_ids)
-
-    def _imitation_step(self, state: TrainState) -> tuple[TrainState, dict[str, Any]]:
-        """One Adam step of ``training.method`` imitation or backprop (fitness = the
-        meta-loss)."""
-        g = state.generation
-        start = time.perf_counter()
-        es_state, loss, acc = self.strategy.algorithm.update(
-            state.es_state, g, self.episode_ids, self.data)
-        loss = float(loss)
-        if not math.isfinite(loss):
-            raise FloatingPointError(
-                f"generation {g}: the meta-loss is {loss}; lower training.learning_rate "
-                "(or training.imitation_learning_rate) and resume from the last checkpoint."
-            )
-        norm = optax.tree.norm(es_state["params"])
-        row = {"generation": g, "fitness_mean": loss, "fitness_min": loss, "fitness_max": loss,
-               "accuracy_mean": float(acc), "nonfinite": 0, "mean_norm": float(norm),
-               "seconds": time.perf_counter() - start, "wall_time": time.time()}
-        return TrainState(g + 1, es_state), row
+        es_state, row = self.method.step(state.es_state, state.generation, self.evaluator)
+        return TrainState(state.generation + 1, es_state), row
 
     # -- the loop --------------------------------------------------------------------------------
 

@@ -28,8 +28,17 @@ from vsml_es.distributed.shards import plan_shards
 from vsml_es.distributed.transfer import Choice, choose, digest, nbytes, wire_nbytes
 from vsml_es.distributed.worker import ShardWorker
 from vsml_es.errors import ClusterError, Report, WorkerError
-from vsml_es.evaluator import AskRecipe, EvalSpec, Evaluation, slice_members
+from vsml_es.evaluator import (
+    AskRecipe,
+    EvalSpec,
+    Evaluation,
+    GradientChunk,
+    GradientResult,
+    slice_members,
+)
 from vsml_es.host_devices import share_environment
+from vsml_es.imitation import Imitation
+from vsml_es.online import Missing, OnlineSpec, WindowResult, particle_blocks
 from vsml_es.tasks import Data
 
 POLL_S = 1.0  # how often the driver looks for hung shards while it waits
@@ -62,6 +71,17 @@ class _Sent:
     killed: bool = False
     backup: bool = False  # a second copy of a running shard
     verify: str | None = None  # the driver's digest of the members, when the worker checks
+
+
+@dataclass
+class _Job:
+    """One task of a ``_jobs`` round: how to send it to an actor, and where it must run."""
+
+    send: Any  # (actor handle) -> ObjectRef
+    slot: int | None = None  # the actor that owns its state (online windows), else any
+    block: int = -1  # the online block it advances
+    tries: int = 0
+    what: str = ""  # for messages
 
 
 @dataclass
@@ -147,6 +167,10 @@ class RayEvaluator:
         self.max_bytes_to_one_worker = 0  # in one generation
         self.peak_in_flight = 0
         self.in_flight = 0  # shards running now
+        self.window_bytes: tuple[int, int] = (0, 0)  # to / from the workers, last window
+        self.replays = 0  # blocks of online particles rebuilt by a worker
+        self._method_ref: tuple[Any, Any] | None = None  # (gradient method, its ObjectRef)
+        self._owners: dict[int, int] = {}  # online block -> slot owning its states
         try:
             self._wait_for_workers()
         except BaseException:
@@ -322,6 +346,138 @@ class RayEvaluator:
         self.backups_sent += backup
         self.in_flight = len(gen.sent)
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+
+    # -- online windows and gradient chunks ----------------------------------------------------
+
+    def windows(self, online: OnlineSpec, generation: int, theta: np.ndarray,
+                history: np.ndarray) -> WindowResult:
+        """One window of every particle, each block of particles on the actor that holds its
+        states: only θ and the generation go down, losses come up. An actor without a block's
+        states (restarted, or given a dead actor's block) answers Missing and is sent the
+        history to rebuild them by replay."""
+        blocks = particle_blocks(online, len(self.slots))
+        theta = np.asarray(theta, np.float32)
+        answers: list[Any] = [None] * len(blocks)
+        sent = received = 0
+
+        def job(b: int, with_history: bool) -> _Job:
+            nonlocal sent
+            past = np.asarray(history, np.float32) if with_history else None
+            sent += theta.nbytes + blocks[b].nbytes + (0 if past is None else past.nbytes)
+            return _Job(lambda handle: handle.window.remote(
+                [self._data_ref], online, blocks[b], generation, theta, past),
+                slot=self._owners.setdefault(b, b % len(self.slots)), block=b,
+                what=f"online block {b} (generation {generation})")
+
+        jobs = [job(b, False) for b in range(len(blocks))]
+        while jobs:
+            missing = []
+            for j, answer in zip(jobs, self._jobs(jobs), strict=True):
+                if isinstance(answer, Missing):
+                    missing.append(j.block)
+                else:
+                    answers[j.block] = answer
+                    received += answer.loss.nbytes + answer.accuracy.nbytes
+            self.replays += len(missing)
+            jobs = [job(b, True) for b in missing]
+        self.window_bytes = (sent, received)
+        loss = np.concatenate([a.loss for a in answers])
+        accuracy = np.concatenate([a.accuracy for a in answers])
+        return WindowResult(loss, accuracy)
+
+    def gradients(self, method: Imitation, params: Any, generation: int,
+                  chunks: list[GradientChunk]) -> list[GradientResult]:
+        """Each chunk on any idle actor; the answers in chunk order (the driver sums them)."""
+        import jax
+        import ray
+
+        if self._method_ref is None or self._method_ref[0] is not method:
+            self._method_ref = (method, ray.put(method))
+        ref = self._method_ref[1]
+        params = jax.tree.map(np.asarray, params)
+        jobs = [_Job((lambda handle, c=c: handle.gradients.remote(
+            [self._data_ref], [ref], params, generation, c)),
+            what=f"gradient chunk {i} (generation {generation})")
+            for i, c in enumerate(chunks)]
+        return self._jobs(jobs)
+
+    def _jobs(self, jobs: list[_Job]) -> list[Any]:
+        """Run ``jobs`` on the actors and return their answers in order. A job whose actor
+        fails is sent again (to the restarted actor that owns it, or to any), at most
+        ``distributed.max_retries`` times; a job whose owner is dead for good moves to a live
+        actor."""
+        import ray
+
+        answers: list[Any] = [None] * len(jobs)
+        todo = deque(range(len(jobs)))
+        running: dict[Any, tuple[int, int, float]] = {}  # ref -> (job, slot, started)
+        while todo or running:
+            for _ in range(len(todo)):
+                i = todo.popleft()
+                slot = self._slot_for(jobs[i])
+                if slot is None:
+                    todo.append(i)
+                    continue
+                self.slots[slot].state = "busy"
+                running[jobs[i].send(self.slots[slot].handle)] = (i, slot, time.monotonic())
+            pings = {s.ping: s for s in self.slots if s.state == "starting"}
+            waiting = list(running) + list(pings)
+            if not waiting:
+                self._check_alive()
+                continue
+            ready, _ = ray.wait(waiting, num_returns=1, timeout=POLL_S)
+            for ref in ready:
+                if ref in pings:
+                    self._on_ping(pings[ref])
+                    continue
+                i, slot, _ = running.pop(ref)
+                try:
+                    answers[i] = ray.get(ref)
+                    self.slots[slot].state = "idle"
+                except ray.exceptions.RayError as err:
+                    self._job_failed(jobs[i], self.slots[slot], err)
+                    todo.append(i)
+            now = time.monotonic()
+            for i, slot, started in running.values():
+                if now - started > self.dist.shard_timeout_s and self.slots[slot].state == "busy":
+                    print(f"warning: {jobs[i].what} ran longer than distributed."
+                          f"shard_timeout_s={self.dist.shard_timeout_s:g}; restarting its "
+                          "worker.", file=sys.stderr)
+                    self.slots[slot].state = "killed"
+                    ray.kill(self.slots[slot].handle, no_restart=False)
+            if todo and not running:
+                self._check_alive()
+        return answers
+
+    def _slot_for(self, job: _Job) -> int | None:
+        """The idle actor for ``job`` now (None: wait). A pinned job whose actor is dead for
+        good moves to the first live actor, which then owns its block."""
+        if job.slot is not None:
+            if self.slots[job.slot].state == "dead":
+                live = [i for i, s in enumerate(self.slots) if s.state != "dead"]
+                if not live:
+                    self._check_alive()
+                    return None
+                for block, owner in self._owners.items():
+                    if owner == job.slot:
+                        self._owners[block] = live[0]
+                job.slot = live[0]
+            return job.slot if self.slots[job.slot].state == "idle" else None
+        idle = [i for i, s in enumerate(self.slots) if s.state == "idle"]
+        return idle[0] if idle else None
+
+    def _job_failed(self, job: _Job, slot: _Slot, err: Exception) -> None:
+        job.tries += 1
+        where = f"worker pid {slot.info.get('pid', '?')} on {slot.info.get('node', '?')}"
+        if job.tries > self.dist.max_retries:
+            raise WorkerError(
+                f"{job.what} failed {job.tries} times; the last try, on {where}, ended with: "
+                f"{_summary(err)} distributed.max_retries sets the number of tries. The last "
+                "checkpoint is intact: resume with 'vsml-es resume RUN_DIR'.")
+        self.resent += 1
+        print(f"warning: {job.what} failed on {where} ({_summary(err, 160)}); re-sending "
+              f"(try {job.tries + 1} of {self.dist.max_retries + 1}).", file=sys.stderr)
+        self._restart_wait(slot)
 
     # -- stragglers -----------------------------------------------------------------------------
 

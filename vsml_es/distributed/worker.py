@@ -9,7 +9,16 @@ from typing import Any
 import numpy as np
 
 from vsml_es.distributed.transfer import Drawer, Wire, digest
-from vsml_es.evaluator import EvalSpec, evaluate_members, slice_members
+from vsml_es.evaluator import (
+    EvalSpec,
+    GradientChunk,
+    GradientResult,
+    evaluate_members,
+    gradient_chunk,
+    online_pool,
+    slice_members,
+)
+from vsml_es.online import Missing, OnlinePool, OnlineSpec, WindowResult
 from vsml_es.tasks import Data
 
 
@@ -30,6 +39,9 @@ class ShardWorker:
         self.slowdown = slowdown
         self.data: Data | None = None
         self._drawn: tuple[Any, Drawer] | None = None  # (reference, drawer)
+        # Online ES: the inner states of the particle blocks this actor owns, by first particle
+        self._pools: dict[int, OnlinePool] = {}
+        self._method: tuple[Any, Any] | None = None  # (reference, gradient method)
 
     def _load(self, data_ref: list[Any]) -> Data:
         if self.data is None:
@@ -79,6 +91,36 @@ class ShardWorker:
         result = evaluate_members(self.spec, data, population, generation, episode_ids)
         self._lag(start)
         return result.fitness, result.accuracy, digest(population) if verify else ""
+
+    def window(self, data_ref: list[Any], online: OnlineSpec, particles: np.ndarray,
+               generation: int, theta: np.ndarray,
+               history: np.ndarray | None) -> WindowResult | Missing:
+        """One window of this block of particles, from the states kept here; Missing when
+        they are not here and ``history`` (to rebuild them) was not sent."""
+        start = time.perf_counter()
+        data = self._load(data_ref)
+        first = int(particles[0])
+        pool = self._pools.get(first)
+        if pool is None or pool.online != online or len(pool.particles) != len(particles):
+            if pool is not None and pool.online != online:
+                self._pools.clear()  # another run's states
+            pool = self._pools[first] = online_pool(self.spec, online, particles)
+        result = pool.run(generation, theta, history, data)
+        self._lag(start)
+        return result
+
+    def gradients(self, data_ref: list[Any], method_ref: list[Any], params: Any,
+                  generation: int, chunk: GradientChunk) -> GradientResult:
+        """One chunk of a gradient method's batch: its sums of loss, accuracy, gradient."""
+        import ray
+
+        start = time.perf_counter()
+        data = self._load(data_ref)
+        if self._method is None or self._method[0] != method_ref[0]:
+            self._method = (method_ref[0], ray.get(method_ref[0]))
+        result = gradient_chunk(self._method[1], params, generation, chunk, data)
+        self._lag(start)
+        return result
 
     def _lag(self, start: float) -> None:
         if self.slowdown > 1:
