@@ -160,13 +160,13 @@ def main(argv: list[str] | None = None) -> int:
                 jax.block_until_ready(population)
                 recipe = AskRecipe(es.algorithm, key, state.es_state, es.params)
                 t, c = time.perf_counter(), time.process_time()
-                res_local = local.evaluate(population, g, trainer.episode_ids)
+                res_local = local.evaluate(population, g, trainer.method.episode_ids)
                 local_wall, local_cpu = time.perf_counter() - t, time.process_time() - c
                 for v in marks.values():
                     v.clear()
                 before = {p: cpu_seconds(p) for p in [*ray_pids, *worker_pids]}
                 t, c, t_wall = time.perf_counter(), time.process_time(), time.time()
-                res_ray = ray_eval.evaluate_asked(recipe, population, g, trainer.episode_ids)
+                res_ray = ray_eval.evaluate_asked(recipe, population, g, trainer.method.episode_ids)
                 ray_wall, driver_cpu = time.perf_counter() - t, time.process_time() - c
                 after = {p: cpu_seconds(p) for p in before}
                 logs = [entry for s in ray_eval.slots

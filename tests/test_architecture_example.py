@@ -3,6 +3,7 @@ own, registered from outside the package, meta-trained for 2 generations and met
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -10,13 +11,14 @@ import numpy as np
 
 from vsml_es.data import registry
 from vsml_es.learners import LEARNERS
-from vsml_es.storage.checkpoint import checkpoint_dirs
+from vsml_es.methods import METHODS
+from vsml_es.storage.checkpoint import checkpoint_dirs, read_checkpoint
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
 
 
-def worked_example() -> str:
-    section = DOC.read_text().split("## Worked example", 1)[1]
+def worked_example(heading: str = "## Worked example\n") -> str:
+    section = DOC.read_text().split(heading, 1)[1]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
@@ -44,3 +46,27 @@ def test_the_worked_example_runs_as_written(tmp_path, monkeypatch, capsys):
     prototypes = result.summaries[0]
     assert prototypes["acc_last_quarter"] > 0.6, prototypes
     assert np.isfinite(prototypes["mean_loss"])
+
+
+def test_the_method_example_runs_as_written(tmp_path, monkeypatch, capsys):
+    """A method added from outside the package: one class, one registry line, and the
+    trainer, checkpoints and metrics serve it unchanged."""
+    monkeypatch.chdir(tmp_path)
+    try:
+        namespace: dict = {"__name__": "method_example"}
+        exec(compile(worked_example("## Worked example: a method\n"), str(DOC), "exec"),
+             namespace)
+    finally:
+        METHODS.pop("hill", None)
+    result = namespace["result"]
+    run_dir = tmp_path / "runs" / "hill-demo"
+    assert result.generation == 3 and (run_dir / "params.npz").is_file()
+    assert [g for g, _ in checkpoint_dirs(run_dir)] == [3]
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["generation"] for r in rows] == [0, 1, 2]
+    assert all(r["kept"] in (0, 1) for r in rows) and "fitness_mean" in rows[0]
+    printed = capsys.readouterr().out
+    assert printed.strip().endswith(f"3 {result.final_fitness}")
+    state = read_checkpoint(run_dir / "checkpoints" / "gen-000003").arrays
+    flat = np.concatenate([np.ravel(v) for v in result.params.values()])
+    assert any(np.array_equal(v, flat) for v in state.values())  # the state is the mean

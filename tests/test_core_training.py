@@ -20,7 +20,7 @@ QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.y
 def population(trainer: Trainer, generation: int = 0):
     state = trainer.initial_state()
     es = trainer.method.strategy
-    key = jax.random.fold_in(trainer._es_root, generation)
+    key = jax.random.fold_in(trainer.method._root, generation)
     pop, _ = es.algorithm.ask(key, state.es_state, es.params)
     return jax.tree.map(np.asarray, pop)
 
@@ -31,11 +31,11 @@ def test_same_seed_same_fitness_bit_for_bit(tiny_overrides, tmp_path):
     b = Trainer(config, tmp_path / "b")
     pop = population(a)
     assert jax.tree.all(jax.tree.map(np.array_equal, pop, population(b)))
-    fa = a.evaluator.evaluate(pop, 3, a.episode_ids).fitness
-    fb = b.evaluator.evaluate(pop, 3, b.episode_ids).fitness
+    fa = a.evaluator.evaluate(pop, 3, a.method.episode_ids).fitness
+    fb = b.evaluator.evaluate(pop, 3, b.method.episode_ids).fitness
     np.testing.assert_array_equal(fa, fb)
     # another generation means other episodes
-    fc = a.evaluator.evaluate(pop, 4, a.episode_ids).fitness
+    fc = a.evaluator.evaluate(pop, 4, a.method.episode_ids).fitness
     assert not np.array_equal(fa, fc)
 
 
@@ -44,14 +44,15 @@ def test_antithetic_pairs_share_episode_data(tiny_overrides, tmp_path):
     trainer = Trainer(config, tmp_path)
     assert trainer.method.strategy.mirrored
     p = config.training.population_size
-    np.testing.assert_array_equal(trainer.episode_ids[: p // 2], trainer.episode_ids[p // 2 :])
+    ids = trainer.method.episode_ids
+    np.testing.assert_array_equal(ids[: p // 2], ids[p // 2 :])
     pop = population(trainer)
     # Give both members of pair 1 the same parameters: with shared data, identical fitness.
     same = jax.tree.map(lambda a: a.copy(), pop)
     for leaf in jax.tree.leaves(same):
         leaf[1 + p // 2] = leaf[1]
         leaf[2] = leaf[1]
-    fitness = trainer.evaluator.evaluate(same, 0, trainer.episode_ids).fitness
+    fitness = trainer.evaluator.evaluate(same, 0, trainer.method.episode_ids).fitness
     assert fitness[1] == fitness[1 + p // 2]
     assert fitness[1] != fitness[2]  # same parameters, other episode: other fitness
 
@@ -61,7 +62,7 @@ def test_fitness_independent_of_sharding(tiny_overrides, tmp_path):
     spec, data = build_eval_spec(config)
     evaluator = LocalEvaluator(spec, data)
     trainer = Trainer(config, tmp_path, spec=spec, data=data)
-    pop, ids = population(trainer, 2), trainer.episode_ids
+    pop, ids = population(trainer, 2), trainer.method.episode_ids
     whole = evaluator.evaluate(pop, 2, ids).fitness
     for shards in ([[0, 4], [1, 5, 2, 6, 3, 7]], [[i, i + 4] for i in range(4)], [[3, 7, 0]]):
         for index in shards:

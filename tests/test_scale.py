@@ -73,9 +73,9 @@ def test_workers_redraw_members_from_the_recipe_with_identical_fitness(
         key = jax.random.key(7)
         population, _ = es.algorithm.ask(key, state.es_state, es.params)
         recipe = AskRecipe(es.algorithm, key, state.es_state, es.params)
-        by_recipe = evaluator.evaluate_asked(recipe, population, 5, trainer.episode_ids)
+        by_recipe = evaluator.evaluate_asked(recipe, population, 5, trainer.method.episode_ids)
         recipe_bytes = evaluator.max_bytes_to_one_worker
-        by_members = evaluator.evaluate(population, 5, trainer.episode_ids)
+        by_members = evaluator.evaluate(population, 5, trainer.method.episode_ids)
         members_bytes = evaluator.max_bytes_to_one_worker
         verified = [slot.verified for slot in evaluator.slots]
     finally:

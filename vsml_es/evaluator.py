@@ -174,7 +174,12 @@ def gradient_chunk(method: Imitation, params: Any, generation: int, chunk: Gradi
     """One chunk's sums, brought to host memory (the same on a worker and in-process)."""
     out = chunk_gradients(method, params, np.int32(generation), chunk.episode_ids,
                           chunk.weights, chunk.carries, data)
-    return GradientResult(*jax.tree.map(np.asarray, out))
+    return GradientResult(*jax.tree.map(_to_host, out))
+
+
+def _to_host(x: jax.Array) -> Any:
+    """numpy for the wire, except PRNG keys (carried episodes), which stay typed."""
+    return x if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else np.asarray(x)
 
 
 _REPLICAS: dict[tuple[Any, ...], tuple[Data, Data]] = {}

@@ -170,6 +170,7 @@ class RayEvaluator:
         self.window_bytes: tuple[int, int] = (0, 0)  # to / from the workers, last window
         self.replays = 0  # blocks of online particles rebuilt by a worker
         self._method_ref: tuple[Any, Any] | None = None  # (gradient method, its ObjectRef)
+        self._online_ref: tuple[Any, Any] | None = None  # (OnlineSpec, its ObjectRef)
         self._owners: dict[int, int] = {}  # online block -> slot owning its states
         try:
             self._wait_for_workers()
@@ -355,17 +356,23 @@ class RayEvaluator:
         states: only θ and the generation go down, losses come up. An actor without a block's
         states (restarted, or given a dead actor's block) answers Missing and is sent the
         history to rebuild them by replay."""
+        import ray
+
         blocks = particle_blocks(online, len(self.slots))
         theta = np.asarray(theta, np.float32)
+        if self._online_ref is None or self._online_ref[0] != online:
+            self._online_ref = (online, ray.put(online))  # settings: once per run
+        online_ref = [self._online_ref[1]]
         answers: list[Any] = [None] * len(blocks)
         sent = received = 0
 
         def job(b: int, with_history: bool) -> _Job:
             nonlocal sent
             past = np.asarray(history, np.float32) if with_history else None
-            sent += theta.nbytes + blocks[b].nbytes + (0 if past is None else past.nbytes)
+            sent += theta.nbytes + 16 + (0 if past is None else past.nbytes)  # + 2 ints
+            first, count = int(blocks[b][0]), len(blocks[b])
             return _Job(lambda handle: handle.window.remote(
-                [self._data_ref], online, blocks[b], generation, theta, past),
+                [self._data_ref], online_ref, first, count, generation, theta, past),
                 slot=self._owners.setdefault(b, b % len(self.slots)), block=b,
                 what=f"online block {b} (generation {generation})")
 

@@ -42,6 +42,7 @@ class ShardWorker:
         # Online ES: the inner states of the particle blocks this actor owns, by first particle
         self._pools: dict[int, OnlinePool] = {}
         self._method: tuple[Any, Any] | None = None  # (reference, gradient method)
+        self._online: tuple[Any, OnlineSpec] | None = None  # (reference, online settings)
 
     def _load(self, data_ref: list[Any]) -> Data:
         if self.data is None:
@@ -92,19 +93,24 @@ class ShardWorker:
         self._lag(start)
         return result.fitness, result.accuracy, digest(population) if verify else ""
 
-    def window(self, data_ref: list[Any], online: OnlineSpec, particles: np.ndarray,
+    def window(self, data_ref: list[Any], online_ref: list[Any], first: int, count: int,
                generation: int, theta: np.ndarray,
                history: np.ndarray | None) -> WindowResult | Missing:
-        """One window of this block of particles, from the states kept here; Missing when
-        they are not here and ``history`` (to rebuild them) was not sent."""
+        """One window of particles first .. first + count - 1, from the states kept here;
+        Missing when they are not here and ``history`` (to rebuild them) was not sent."""
+        import ray
+
         start = time.perf_counter()
         data = self._load(data_ref)
-        first = int(particles[0])
+        if self._online is None or self._online[0] != online_ref[0]:
+            self._online = (online_ref[0], ray.get(online_ref[0]))
+        online: OnlineSpec = self._online[1]
         pool = self._pools.get(first)
-        if pool is None or pool.online != online or len(pool.particles) != len(particles):
+        if pool is None or pool.online != online or len(pool.particles) != count:
             if pool is not None and pool.online != online:
                 self._pools.clear()  # another run's states
-            pool = self._pools[first] = online_pool(self.spec, online, particles)
+            pool = self._pools[first] = online_pool(self.spec, online,
+                                                    np.arange(first, first + count))
         result = pool.run(generation, theta, history, data)
         self._lag(start)
         return result

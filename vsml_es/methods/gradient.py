@@ -56,7 +56,7 @@ class GradientMethod:
         for s in range(0, b, self.chunk):
             pick = np.minimum(np.arange(s, s + self.chunk), b - 1)
             weights = (np.arange(s, s + self.chunk) < b).astype(np.float32)
-            carries = (jax.tree.map(lambda a, p=pick: np.asarray(a)[p], state["episodes"])
+            carries = (jax.tree.map(lambda a, p=pick: a[jnp.asarray(p)], state["episodes"])
                        if "episodes" in state else None)
             out.append(GradientChunk(pick.astype(np.int32), weights, carries))
         return out
