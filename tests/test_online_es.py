@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from test_checkpoint import kill_during_training, subprocess_env, vsml_es_command
+from test_fused import TOL, built
 
 from vsml_es import cli
 from vsml_es.evaluator import build_eval_spec, online_pool
@@ -286,3 +287,19 @@ def test_imitation_on_two_ray_workers_is_bit_identical_to_in_process(
     assert train(tmp_path / "ray", overrides, "--workers", "2") == 0
     assert final_params(tmp_path / "ray") == final_params(tmp_path / "local")
     assert metric_rows(tmp_path / "ray") == metric_rows(tmp_path / "local")
+
+
+@built
+def test_the_fused_kernel_serves_online_windows() -> None:
+    """nres with model.kernel fused runs its windows in the C++ kernel: the same losses as the
+    JAX kernel to the kernel's own tolerance (tests/test_fused.py), over several windows with
+    the states carried between them."""
+    losses = {}
+    for kernel in ("jax", "fused"):
+        o, method, spec, data = online_spec([*NRES, f"model.kernel={kernel}"])
+        state = method.init(initial_params(load_experiment(EXPERIMENT, NRES), spec))
+        pool = online_pool(spec, o, np.arange(o.particles))
+        losses[kernel] = np.stack([
+            pool.run(g, np.asarray(state["mean"]), np.asarray(state["history"]), data).loss
+            for g in range(3)])
+    np.testing.assert_allclose(losses["fused"], losses["jax"], **TOL)
