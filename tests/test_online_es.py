@@ -159,10 +159,10 @@ def _leaves(tree) -> list[np.ndarray]:
 @pytest.mark.parametrize("extra, message", [
     (["training.window=5"], "must divide task.episode_length (12)"),
     (["training.window=0"], "training.window' is 0"),
-    (["training.population_size=7"], "must be even: use 8"),
+    (["training.population_size=7"], "needs an even\npopulation. Use 8"),
     (["training.eval_chunk=3"], "'training.eval_chunk' is 3"),
     (["task.fitness=last_loss"], "use task.fitness: mean_loss"),
-    (["training.method=nrse"], "Did you mean 'nres'"),
+    (["training.method=nrse"], "valid values: es, nres, pes, imitation, backprop"),
 ])
 def test_bad_online_settings_exit_2_before_any_work(
     extra: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -4,8 +4,10 @@ generations (``vsml_es.online`` runs the windows, in-process or on the workers o
 Each generation every particle p advances its antithetic pair one window with θ ± σ z_p and
 reports the two lanes' mean window losses L⁺_p, L⁻_p. The estimate of the gradient of the
 loss is ĝ = Σ_p (L⁺_p − L⁻_p) w_p / (2σN), where w_p is what the method says (its file), and
-the optimizer (training.optimizer, training.learning_rate) steps the mean. A pair with a
-non-finite loss contributes nothing (counted in the row's ``nonfinite``).
+the optimizer (training.optimizer, training.learning_rate) steps the mean. With
+``training.fitness_shaping: pair_rank`` the differences are replaced by their centred ranks
+(scale-free: windows early in a stream, whose losses move most, do not drown the late ones).
+A pair with a non-finite loss contributes nothing (counted in the row's ``nonfinite``).
 
 The state: the mean, the optimizer's state and the means of the last n generations (n
 windows per stream), which is all a worker needs to rebuild any particle's inner state.
@@ -37,8 +39,10 @@ class OnlineES:
     name: ClassVar[str] = ""
     hyperparams: Any = None
 
-    def __init__(self, online: OnlineSpec, optimizer: optax.GradientTransformation):
+    def __init__(self, online: OnlineSpec, optimizer: optax.GradientTransformation,
+                 rank: bool = False):
         self.online = online
+        self.rank = rank
         self.optimizer = optimizer
         self.hyperparams = {}
         self._update = jax.jit(partial(_update, optimizer, online.sigma, online.particles,
@@ -53,7 +57,7 @@ class OnlineES:
                             layout=Layout.of(template))
         optimizer = (optax.adam(tr.learning_rate, b1=0.9, b2=0.999) if tr.optimizer == "adam"
                      else optax.sgd(tr.learning_rate))
-        return cls(online, optimizer)
+        return cls(online, optimizer, rank=tr.fitness_shaping == "pair_rank")
 
     @classmethod
     def validate(cls, config: Config) -> None:
@@ -73,6 +77,11 @@ class OnlineES:
                 raise ConfigError(
                     f"Config key '{key}' is {value}; {name} evaluates antithetic pairs (two "
                     f"members per stream), so it must be even: use {value + 1}.")
+        if tr.fitness_shaping not in ("auto", "none", "pair_rank"):
+            raise ConfigError(
+                f"Config key 'training.fitness_shaping' is '{tr.fitness_shaping}'; {name} "
+                "shapes the antithetic loss differences: auto or none (raw differences) or "
+                "pair_rank (their centred ranks).")
         if t.fitness != "mean_loss":
             raise ConfigError(f"Config key 'task.fitness' is '{t.fitness}'; {name} minimizes "
                               "each window's mean online loss: use task.fitness: mean_loss.")
@@ -103,6 +112,9 @@ class OnlineES:
         diff = loss[:, 0] - loss[:, 1]
         finite = np.isfinite(diff)
         diff = np.where(finite, diff, 0.0).astype(np.float32)
+        if self.rank:  # training.fitness_shaping pair_rank: centred ranks of the differences
+            diff = (np.argsort(np.argsort(diff, kind="stable"), kind="stable")
+                    / max(1, o.particles - 1) - 0.5).astype(np.float32)
         new = self._update(state, jnp.asarray(diff), self.directions(generation),
                            jnp.int32(generation))
         _, window = o.position(np.arange(o.particles), generation)
