@@ -34,7 +34,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 # VSML_ES_NUMERICS_LOG=FILE: every checked error and its bound appended to FILE (tab-separated:
@@ -72,6 +75,15 @@ def scale_of(arrays: Iterable[np.ndarray]) -> float:
 def bound(u: float, updates: int, ops: int, scale: float) -> float:
     """The error model above: ``updates * ops * u * scale``."""
     return updates * ops * u * scale
+
+
+def as_dtype(tree: Any, dtype: Any) -> Any:
+    """Every floating array of ``tree`` as a jax array of ``dtype`` (the same float32 values,
+    widened; call it under ``jax.enable_x64`` for float64), the others as they are."""
+    def one(a: Any) -> Any:
+        a = jnp.asarray(a)
+        return a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
+    return jax.tree.map(one, tree)
 
 
 def assert_within(actual: np.ndarray, desired: np.ndarray, tol: float, what: str = "") -> float:

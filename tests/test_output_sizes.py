@@ -56,12 +56,6 @@ def run_steps(model: ModelConfig, params: Any, net0: vsml.NetState, xs: jax.Arra
     return np.asarray(logits), np.asarray(losses), final
 
 
-def as_dtype(tree: Any, dtype: Any) -> Any:
-    """Every floating array of ``tree`` in ``dtype`` (the same float32 values, widened)."""
-    return jax.tree.map(lambda a: jnp.asarray(a, dtype) if jnp.issubdtype(a.dtype, jnp.floating)
-                        else jnp.asarray(a), tree)
-
-
 @pytest.mark.parametrize("model", [
     ModelConfig(),
     ModelConfig(hidden_layers=(8,), backward_pass=True, feed_label=True, layer_norm=True),
@@ -91,7 +85,7 @@ def test_ten_class_episode_in_47_wide_network_is_a_10_wide_network(model: ModelC
         """Logits and losses, every layer's h and c, the pending backward message (the wide
         network's on its 10 live outputs)."""
         with jax.enable_x64(dtype == jnp.float64):
-            p, x, net0 = as_dtype((params, xs, wide0 if wide else narrow0), dtype)
+            p, x, net0 = numerics.as_dtype((params, xs, wide0 if wide else narrow0), dtype)
             logits, losses, net = run_steps(model, p, net0, x, ys, 47 if wide else 10,
                                             10 if wide else None)
         states = [np.asarray(a)[:, :10] if wide and li == last else np.asarray(a)
