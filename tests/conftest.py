@@ -36,6 +36,50 @@ TINY = [
 ]
 
 
+# The slow tier (pytest -m slow; README "Development"): long end-to-end runs and the fuzz
+# target that trains in most of its cases. The fast tier (plain pytest) keeps every kind of
+# check: the oracle and the fused kernel, resume (test_checkpoint, test_imitation's resume at
+# horizon 0), robustness and fuzzing (test_robustness, the other fuzz targets), Ray on loopback
+# (test_distributed's embedded run, worker SIGKILL and retries), scikit-learn conventions
+# (test_classifier). .ci/run runs both tiers. Whole modules marked slow in the module itself:
+# test_scale. Entries: a test's name, or its name with one parameter set.
+SLOW = {
+    # Ray: a two-node cluster, a whole compare on Ray, Ctrl-C to a Ray run
+    "test_distributed.py::test_two_node_cluster_through_cli_gives_in_process_params",
+    "test_distributed.py::test_compare_runs_on_ray_embedded_or_cluster_with_in_process_results",
+    "test_distributed.py::test_ctrl_c_checkpoints_and_stops_every_ray_process",
+    # Fuzzing: a resume (most cases train) per case
+    "test_fuzz.py::test_fuzz_checkpoint_metadata_with_a_matching_manifest",
+    # Meta-gradients through 47-wide deep episodes (the single-layer cases stay fast)
+    "test_output_sizes.py::test_imitation_of_a_ten_class_dataset_in_47_wide_network"
+    "[deep-ln-label-kl]",
+    "test_output_sizes.py::test_imitation_of_a_ten_class_dataset_in_47_wide_network[single-kl]",
+    # The fused kernel: ES's vmapped evaluation, and the wide episode on the lower variants
+    # (the CPU's own variant stays fast; test_fused_layer_call_* runs every variant fast)
+    "test_fused.py::test_fused_population_fitness_matches_jax",
+    "test_fused.py::test_fused_wide_deep_episode_matches_oracle[avx2]",
+    "test_fused.py::test_fused_wide_deep_episode_matches_oracle[generic]",
+    # End-to-end runs of whole commands and recipes
+    "test_recipe.py::test_run_sh_chains_the_phases_and_continues_where_it_stopped",
+    "test_fewshot.py::test_train_metatest_evaluate_and_backprop_run",
+    "test_sweep.py::test_sweep_runs_every_trial_then_continues_a_stopped_sweep",
+    "test_compare.py::test_short_compare_run_writes_table_csvs_and_plots",
+    "test_paper_configs.py::test_one_generation_at_toy_size[invariances]",
+    "test_paper_configs.py::test_one_generation_at_toy_size[sec41_backprop_imitation]",
+    "test_imitation.py::test_imitation_resumes_bit_exactly[48-target1]",
+    "test_imitation.py::test_carried_episodes_are_staggered_and_restart_at_the_horizon",
+    "test_speed.py::test_fitness_same_bits_whatever_the_host_device_count",
+    "test_ecosystem.py::test_tensorboard_and_wandb_resume_without_duplicate_steps",
+}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        name = item.nodeid.split("/")[-1]
+        if name in SLOW or name.split("[")[0] in SLOW:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def tiny_overrides() -> list[str]:
     return list(TINY)
