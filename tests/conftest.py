@@ -84,6 +84,12 @@ SLOW = {
     "test_conv_baseline.py::test_adam_conv_learns_digits_online_as_a_metatest_baseline",
     "test_conv_learner.py::test_conv_learner_trains_exports_and_reproduces_its_metatest",
     "test_input_sizes.py::test_each_member_is_scored_at_the_size_of_its_episode_id",
+    "test_fewshot.py::test_only_the_query_is_scored_and_memorising_beats_chance",
+    # More whole compare runs and paper configs (test_core_training's end-to-end run and the
+    # other paper configs stay fast)
+    "test_compare.py::test_pretrained_learner_is_meta_tested_as_its_file_says",
+    "test_compare.py::test_seeds_are_compared_apart_and_pooled_across",
+    "test_paper_configs.py::test_one_generation_at_toy_size[conv_vsml]",
     # Resume: one SIGKILL moment stays fast, and imitation's resume at horizon 0
     "test_checkpoint.py::test_sigkill_at_random_moment_then_resume_is_bit_identical[1]",
     "test_checkpoint.py::test_sigkill_at_random_moment_then_resume_is_bit_identical[2]",
