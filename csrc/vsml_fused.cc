@@ -78,11 +78,17 @@ static PyObject* layer_ticks_handler(PyObject*, PyObject*) {
 
 static PyObject* isa_name(PyObject*, PyObject*) { return PyUnicode_FromString(vsml_fused::isa()); }
 
+static PyObject* cpu_isa_name(PyObject*, PyObject*) {
+  return PyUnicode_FromString(vsml_fused::cpu_isa());
+}
+
 static PyMethodDef kMethods[] = {
     {"layer_ticks_handler", layer_ticks_handler, METH_NOARGS,
      "The XLA FFI handler of the fused layer ticks, as a capsule for jax.ffi."},
     {"isa", isa_name, METH_NOARGS,
-     "The instruction set the kernel uses on this CPU: avx512, avx2 or generic."},
+     "The instruction set the kernel uses now: avx512, avx2 or generic."},
+    {"cpu_isa", cpu_isa_name, METH_NOARGS,
+     "The best instruction set of this CPU, whatever VSML_ES_FUSED_ISA says."},
     {nullptr, nullptr, 0, nullptr}};
 
 static PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "_fused",

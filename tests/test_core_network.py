@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numerics
 import numpy as np
 import pytest
 
@@ -33,10 +34,33 @@ def test_layer_fast_path_matches_reference(n_in: int, n_out: int) -> None:
     state = vsml.LayerState(state.h + 0.5 * jax.random.normal(key, state.h.shape), state.c)
     fwd = jax.random.normal(jax.random.key(2), (n_in, model.message_size))
     bwd = jax.random.normal(jax.random.key(3), (n_out, model.message_size))
-    fast = vsml.layer_ticks(params, state, fwd, bwd, model.micro_ticks)
-    slow = reference.layer_ticks_reference(params, state, fwd, bwd, model.micro_ticks)
-    for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(slow), strict=True):
-        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+    check_fast_against_reference(params, state, fwd, bwd, model.micro_ticks)
+
+
+def check_fast_against_reference(params, state, fwd, bwd, ticks, mask=None) -> tuple:
+    """The fast layer and the per-connection reference: in float64 to float64's rounding, and
+    each in float32 within float32's rounding of its float64 run (tests/numerics.py: a chain
+    of ``ticks`` updates, means over the layer's widest side). Returns the float32 fast
+    result."""
+    args = (params, state, fwd, bwd)
+    runs = {}
+    for dtype in (jnp.float32, jnp.float64):
+        with jax.enable_x64(dtype == jnp.float64):
+            p, st, f, b = numerics.as_dtype(args, dtype)
+            m = None if mask is None else jnp.asarray(mask, dtype)
+            runs[dtype] = [jax.tree.leaves(fn(p, st, f, b, ticks, m)) for fn in (
+                vsml.layer_ticks, reference.layer_ticks_reference)]
+    (fast32, slow32), (fast64, slow64) = runs[jnp.float32], runs[jnp.float64]
+    ops = numerics.ops_per_update(max(fwd.shape[0], bwd.shape[0]))
+    scale = numerics.scale_of(slow64)
+    tol32, tol64 = (numerics.bound(u, ticks, ops, scale) for u in (numerics.U32, numerics.U64))
+    names = ("h", "c", "forward message", "backward message")
+    for name, a32, b32, a64, b64 in zip(names, fast32, slow32, fast64, slow64, strict=True):
+        assert a64.dtype == jnp.float64
+        numerics.assert_within(a64, b64, tol64, f"float64 fast vs reference {name}")
+        numerics.assert_within(a32, a64, tol32, f"float32 fast {name}")
+        numerics.assert_within(b32, b64, tol32, f"float32 reference {name}")
+    return runs[jnp.float32][0]
 
 
 @pytest.mark.parametrize(
@@ -113,10 +137,10 @@ def test_layer_fast_path_matches_reference_with_options(layer_norm: bool, masked
     fwd = jax.random.normal(jax.random.key(2), (5, model.message_size))
     bwd = jax.random.normal(jax.random.key(3), (6, model.message_size))
     mask = vsml.output_mask(jnp.int32(4), 6) if masked else None
+    _, _, *messages = check_fast_against_reference(params, state, fwd, bwd, model.micro_ticks,
+                                                   mask)
     fast = vsml.layer_ticks(params, state, fwd, bwd, model.micro_ticks, mask)
-    slow = reference.layer_ticks_reference(params, state, fwd, bwd, model.micro_ticks, mask)
-    for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(slow), strict=True):
-        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+    assert all(np.array_equal(a, b) for a, b in zip(fast[1:], messages, strict=True))
     plain = vsml.layer_ticks(params, state, fwd, bwd, model.micro_ticks)
     if masked:  # the mask changes the backward message, nothing else
         assert np.abs(plain[2] - fast[2]).max() > 1e-3

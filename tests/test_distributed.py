@@ -36,8 +36,6 @@ from vsml_es.experiment import load_experiment  # noqa: E402
 from vsml_es.storage.params import load_params  # noqa: E402
 from vsml_es.trainer import Trainer  # noqa: E402
 
-pytestmark = pytest.mark.slow
-
 EXPERIMENT = str(Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml")
 TINY = [
     "training.population_size=8",

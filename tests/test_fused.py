@@ -7,9 +7,11 @@ CPU runs; and the refusals (gradients, conv layers, other state sizes, not built
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import jax
 import jax.numpy as jnp
+import numerics
 import numpy as np
 import oracle_vsml as oracle
 import pytest
@@ -17,16 +19,16 @@ from test_oracle import (
     EPISODES,
     MASKED_EPISODES,
     OPTION_EPISODES,
-    TOL,
     check_matches,
     option_configs,
     option_params,
     random_params,
     run_fast,
     stream,
+    tolerances,
 )
 
-from vsml_es import fused
+from vsml_es import fused, vsml
 from vsml_es.config import ConvLayerConfig, ModelConfig, load_config
 from vsml_es.episodes import population_fitness
 from vsml_es.errors import ConfigError
@@ -40,11 +42,13 @@ built = pytest.mark.skipif(
 
 
 def isas() -> list[str]:
-    """The kernel's variants this CPU can run (VSML_ES_FUSED_ISA selects one)."""
+    """The kernel's variants this CPU can run, best first; only the one VSML_ES_FUSED_ISA
+    names where it is set (CI runs this file once per variant)."""
     if not fused.available():
         return ["generic"]
-    order = ["avx512", "avx2", "generic"]
-    return order[order.index(fused.isa()):]
+    fused.check_isa_env()
+    return [os.environ[fused.ISA_ENV]] if os.environ.get(fused.ISA_ENV) else (
+        fused.supported_isas())
 
 
 def both(model: ModelConfig, params: dict, xs: np.ndarray, ys: np.ndarray, n_out: int,
@@ -56,12 +60,18 @@ def both(model: ModelConfig, params: dict, xs: np.ndarray, ys: np.ndarray, n_out
     return pure, fast
 
 
-def assert_same(pure, fast) -> None:
-    np.testing.assert_allclose(fast.logits, pure.logits, **TOL, err_msg="logits")
-    np.testing.assert_allclose(fast.losses, pure.losses, **TOL, err_msg="losses")
+def check_fused(model: ModelConfig, want: oracle.Episode, pure, fast, n_in: int, n_out: int,
+                live: int | None = None) -> None:
+    """Both float32 kernels within float32's bound of the float64 oracle, hence within twice
+    that bound of each other (checked too, element by element of every result)."""
+    tol = tolerances(model, want, n_in, n_out)[np.float32]
+    check_matches(fast, want, live, tol=tol)
+    check_matches(pure, want, live, tol=tol)
+    numerics.assert_within(fast.logits, pure.logits, 2 * tol, "logits, fused vs jax")
+    numerics.assert_within(fast.losses, pure.losses, 2 * tol, "losses, fused vs jax")
     for li, ((h, c), (h0, c0)) in enumerate(zip(fast.states, pure.states, strict=True)):
-        np.testing.assert_allclose(h, h0, **TOL, err_msg=f"final h of layer {li}")
-        np.testing.assert_allclose(c, c0, **TOL, err_msg=f"final c of layer {li}")
+        numerics.assert_within(h, h0, 2 * tol, f"final h of layer {li}, fused vs jax")
+        numerics.assert_within(c, c0, 2 * tol, f"final c of layer {li}, fused vs jax")
 
 
 # Every episode in the variant this CPU runs, two of them in the lower variants as well.
@@ -86,8 +96,7 @@ def test_fused_episode_matches_oracle_and_jax(name: str, isa: str,
     xs, ys = stream(seed + 1, n_in, n_out)
     pure, fast = both(model, params, xs, ys, n_out, seed + 2)
     want = oracle.run_episode(params, cfg, xs, ys, fast.initial)
-    check_matches(fast, want)
-    assert_same(pure, fast)
+    check_fused(model, want, pure, fast, n_in, n_out)
 
 
 @built
@@ -100,8 +109,8 @@ def test_fused_options_match_oracle(name: str) -> None:
     params = option_params(seed, model)
     xs, ys = stream(seed + 1, n_in, n_out)
     pure, fast = both(model, params, xs, ys, n_out, seed + 2)
-    check_matches(fast, oracle.run_episode(params, cfg, xs, ys, fast.initial))
-    assert_same(pure, fast)
+    check_fused(model, oracle.run_episode(params, cfg, xs, ys, fast.initial), pure, fast, n_in,
+                n_out)
 
 
 @built
@@ -120,8 +129,8 @@ def test_fused_masked_outputs_match_oracle(name: str) -> None:
     pure, fast = both(model, params, xs, ys, wide, seed + 2, live=live)
     narrow = [(h, c) if li < len(hidden) else (h[:, :live], c[:, :live])
               for li, (h, c) in enumerate(fast.initial)]
-    check_matches(fast, oracle.run_episode(params, cfg, xs, ys, narrow), live)
-    assert_same(pure, fast)
+    check_fused(model, oracle.run_episode(params, cfg, xs, ys, narrow), pure, fast, n_in, wide,
+                live)
 
 
 @built
@@ -136,8 +145,7 @@ def test_fused_wide_deep_episode_matches_oracle(isa: str,
     params = random_params(7)
     xs, ys = stream(8, 100, 5)
     pure, fast = both(model, params, xs, ys, 5, 9)
-    check_matches(fast, oracle.run_episode(params, cfg, xs, ys, fast.initial))
-    assert_same(pure, fast)
+    check_fused(model, oracle.run_episode(params, cfg, xs, ys, fast.initial), pure, fast, 100, 5)
 
 
 @built
@@ -156,8 +164,62 @@ def test_fused_population_fitness_matches_jax(hidden: tuple[int, ...]) -> None:
                                   VsmlLearner(dataclasses.replace(model, kernel=k)), "mean_loss")
                for k in ("jax", "fused")]
     (fit_jax, acc_jax), (fit_fused, acc_fused) = results
-    np.testing.assert_allclose(fit_fused, fit_jax, **TOL)
+    # Not yet derived from the computation (docs/testing.md, open items): the members' initial
+    # states are drawn inside the episode, so a float64 run of it draws other ones.
+    np.testing.assert_allclose(fit_fused, fit_jax, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(acc_fused, acc_jax)
+
+
+@built
+@pytest.mark.parametrize("isa", isas())
+@pytest.mark.parametrize("n_in, n_out, masked, ln", [(100, 37, False, False), (7, 9, True, False),
+                                                    (20, 5, True, True)],
+                         ids=["tails", "masked", "masked-ln"])
+def test_fused_layer_call_matches_float64(isa: str, n_in: int, n_out: int, masked: bool,
+                                          ln: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One call of the kernel (2 micro ticks of one layer from a random state) against the
+    pure-JAX layer in float64: a chain of only 2 updates, so the bound of tests/numerics.py
+    is 5e-5 to 2e-4 here and a small slip in the kernel shows (a cell scaled by 1.0001 per
+    tick fails), on every variant this CPU runs."""
+    monkeypatch.setenv(fused.ISA_ENV, isa)
+    model = ModelConfig(layer_norm=ln)
+    params = option_params(5, model)
+    rng = np.random.default_rng(6)
+    h = np.tanh(rng.standard_normal((16, n_out, n_in))).astype(np.float32)
+    c = (2 * rng.standard_normal((16, n_out, n_in))).astype(np.float32)
+    fwd_in = rng.standard_normal((n_in, 8)).astype(np.float32)
+    bwd_in = rng.standard_normal((n_out, 8)).astype(np.float32)
+    mask = (np.arange(n_out) < n_out - 3).astype(np.float32) if masked else None
+    args = (vsml.LayerState(jnp.asarray(h), jnp.asarray(c)), jnp.asarray(fwd_in),
+            jnp.asarray(bwd_in), 2, None if mask is None else jnp.asarray(mask))
+    jparams = {k: jnp.asarray(v) for k, v in params.items()}
+    (hf, cf), fwd_f, bwd_f = jax.jit(fused.layer_ticks, static_argnums=4)(jparams, *args)
+    with jax.enable_x64(True):
+        p64, a64 = numerics.as_dtype((params, args[:3]), jnp.float64)
+        m64 = None if mask is None else jnp.asarray(mask, jnp.float64)
+        (h64, c64), fwd64, bwd64 = vsml.fast_layer_ticks(p64, *a64, 2, m64)
+        want = [np.asarray(a) for a in (h64, c64, fwd64, bwd64)]
+    tol = numerics.bound(numerics.U32, 2, numerics.ops_per_update(max(n_in, n_out)),
+                         numerics.scale_of(want))
+    for name, got, expected in zip(("h", "c", "forward message", "backward message"),
+                                   (hf, cf, fwd_f, bwd_f), want, strict=True):
+        numerics.assert_within(got, expected, tol, f"{isa} {name}")
+
+
+def test_fused_isa_override_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """VSML_ES_FUSED_ISA names a variant this CPU runs, or it is a ConfigError that says which
+    it runs (never a silent fall-back to another variant)."""
+    monkeypatch.setenv(fused.ISA_ENV, "avx1024")
+    with pytest.raises(ConfigError, match="valid values: avx512, avx2, generic"):
+        fused.check_isa_env()
+    if fused.available():
+        monkeypatch.setenv(fused.ISA_ENV, "generic")
+        assert fused.isa() == "generic"
+        missing = [name for name in fused.ISAS if name not in fused.supported_isas()]
+        for name in missing:  # e.g. avx512 on a CPU with AVX2 only
+            monkeypatch.setenv(fused.ISA_ENV, name)
+            with pytest.raises(ConfigError, match="this CPU cannot run it"):
+                fused.isa()
 
 
 @built

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numerics
 import numpy as np
 import oracle_vsml as oracle
 import pytest
@@ -25,7 +26,6 @@ from vsml_es.episodes import run_online
 from vsml_es.learners.vsml import VsmlLearner
 
 STEPS = 20
-TOL = {"rtol": 1e-5, "atol": 1e-5}
 
 
 class Stream(NamedTuple):
@@ -99,24 +99,30 @@ class FastEpisode(NamedTuple):
 
 def run_fast(model: ModelConfig, params: dict[str, Any], xs: np.ndarray, ys: np.ndarray,
              n_out: int, seed: int, live: int | None = None,
-             input_shape: tuple[int, ...] = ()) -> FastEpisode:
+             input_shape: tuple[int, ...] = (), dtype: Any = np.float32) -> FastEpisode:
     """The learner as ES runs it: per-step logits, online losses, first and last states.
     With ``live``, per-dataset outputs: ``n_out`` wide, the first ``live`` used. With conv
-    layers the learner is made as the episode code makes it for a task of ``input_shape``."""
+    layers the learner is made as the episode code makes it for a task of ``input_shape``.
+    ``dtype`` float64 runs the same episode (the same float32 parameters, stream and initial
+    state, widened) in float64, where the oracle is held to float64's rounding."""
     live_count = None if live is None else jnp.int32(live)
-    jparams = {k: jnp.asarray(v) for k, v in params.items()}
     task = Sizes(xs.shape[1], n_out, input_shape)
-    init, step = VsmlLearner(model).make_for(jparams, task, live_count)
-    net0 = init(jax.random.key(seed))
+    init, _ = VsmlLearner(model).make_for({k: jnp.asarray(v) for k, v in params.items()}, task,
+                                          live_count)
+    net0 = init(jax.random.key(seed))  # drawn in float32, whatever dtype runs the episode
+    with jax.enable_x64(dtype == np.float64):
+        jparams, net0_run = numerics.as_dtype((params, net0), dtype)
+        _, step = VsmlLearner(model).make_for(jparams, task, live_count)
 
-    @jax.jit
-    def episode(net0: Any, xs: jax.Array, ys: jax.Array) -> tuple[Any, ...]:
-        final, logits = jax.lax.scan(lambda net, xy: step(net, *xy), net0, (xs, ys))
-        losses, _ = run_online(lambda _: net0, step, jax.random.key(0), jnp.zeros(()),
-                               (xs, ys), Stream(len(xs)), live_count)
-        return logits, losses, final
+        @jax.jit
+        def episode(net0: Any, xs: jax.Array, ys: jax.Array) -> tuple[Any, ...]:
+            final, logits = jax.lax.scan(lambda net, xy: step(net, *xy), net0, (xs, ys))
+            losses, _ = run_online(lambda _: net0, step, jax.random.key(0), jnp.zeros(()),
+                                   (xs, ys), Stream(len(xs)), live_count)
+            return logits, losses, final
 
-    logits, losses, final = episode(net0, jnp.asarray(xs), jnp.asarray(ys))
+        logits, losses, final = episode(net0_run, jnp.asarray(xs, dtype), jnp.asarray(ys))
+        assert logits.dtype == dtype
 
     def layers(net: Any) -> list[tuple[np.ndarray, np.ndarray]]:
         # Conv layers keep the official layout [k, k, in_c, out_c, s] in the fast path too.
@@ -129,19 +135,46 @@ def run_fast(model: ModelConfig, params: dict[str, Any], xs: np.ndarray, ys: np.
                        [np.asarray(p) for p in final.pending])
 
 
+def episode_updates(model: ModelConfig, steps: int = STEPS) -> int:
+    """Dependent LSTM updates in an episode of ``model`` (tests/numerics.py)."""
+    layers = len(model.conv_layers) + len(model.hidden_layers) + 1
+    return numerics.lstm_updates(steps, model.micro_ticks, layers, model.backward_pass)
+
+
+def widest(model: ModelConfig, n_in: int, n_out: int,
+           input_shape: tuple[int, ...] = ()) -> int:
+    """The longest mean in the network: a layer's inputs or outputs (a conv layer's message
+    positions, or its output positions that a connection's state is averaged over, times its
+    kernel: both counted generously as the whole image)."""
+    sizes = [n_in, n_out, *model.hidden_layers]
+    if model.conv_layers:
+        sizes.append(int(np.prod(input_shape)) * max(c.kernel ** 2 * c.channels
+                                                     for c in model.conv_layers))
+    return max(sizes)
+
+
+def tolerances(model: ModelConfig, want: oracle.Episode, n_in: int, n_out: int,
+               input_shape: tuple[int, ...] = ()) -> dict[Any, float]:
+    """The error bound of tests/numerics.py for this episode, at float32's and float64's unit
+    roundoff, scaled by the oracle's largest logit, loss or state."""
+    scale = numerics.scale_of([want.logits, want.losses, *(a for hc in want.states for a in hc)])
+    updates = episode_updates(model)
+    ops = numerics.ops_per_update(widest(model, n_in, n_out, input_shape))
+    return {dtype: numerics.bound(u, updates, ops, scale)
+            for dtype, u in ((np.float32, numerics.U32), (np.float64, numerics.U64))}
+
+
 def compare_episode(model: ModelConfig, cfg: oracle.OracleConfig, n_in: int, n_out: int,
                     seed: int, **param_kw: float) -> tuple[FastEpisode, oracle.Episode]:
+    """The fast path in float32 and in float64 against the oracle, each to its bound."""
     params = random_params(seed, **param_kw)
     xs, ys = stream(seed + 1, n_in, n_out)
     fast = run_fast(model, params, xs, ys, n_out, seed + 2)
     want = oracle.run_episode(params, cfg, xs, ys, fast.initial)
-    np.testing.assert_allclose(fast.logits, want.logits, **TOL, err_msg="logits")
-    np.testing.assert_allclose(fast.losses, want.losses, **TOL, err_msg="losses")
-    for li, ((h, c), (h_want, c_want)) in enumerate(zip(fast.states, want.states, strict=True)):
-        np.testing.assert_allclose(h, h_want, **TOL, err_msg=f"final h of layer {li}")
-        np.testing.assert_allclose(c, c_want, **TOL, err_msg=f"final c of layer {li}")
-    for li, (got, expected) in enumerate(zip(fast.next_bwd, want.next_bwd, strict=True)):
-        np.testing.assert_allclose(got, expected, **TOL, err_msg=f"next bwd input of {li}")
+    tol = tolerances(model, want, n_in, n_out)
+    check_matches(fast, want, tol=tol[np.float32])
+    fast64 = run_fast(model, params, xs, ys, n_out, seed + 2, dtype=np.float64)
+    check_matches(fast64, want, tol=tol[np.float64])
     return fast, want
 
 
@@ -259,22 +292,42 @@ def option_params(seed: int, model: ModelConfig) -> dict[str, Any]:
     return params
 
 
-def check_matches(fast: FastEpisode, want: oracle.Episode, live: int | None = None) -> None:
-    """Logits, losses, final states and next backward inputs to 1e-5; with ``live``, those of
-    the first ``live`` outputs of the fast path's wider last layer."""
+def check_matches(fast: FastEpisode, want: oracle.Episode, live: int | None = None, *,
+                  tol: float) -> None:
+    """Logits, losses, final states and next backward inputs within ``tol`` (``tolerances``);
+    with ``live``, those of the first ``live`` outputs of the fast path's wider last layer."""
     cut = slice(None) if live is None else slice(0, live)
-    np.testing.assert_allclose(fast.logits[:, cut], want.logits, **TOL, err_msg="logits")
-    np.testing.assert_allclose(fast.losses, want.losses, **TOL, err_msg="losses")
+    dtype = fast.logits.dtype.name
+    numerics.assert_within(fast.logits[:, cut], want.logits, tol, f"{dtype} logits")
+    numerics.assert_within(fast.losses, want.losses, tol, f"{dtype} losses")
     last = len(want.states) - 1
     for li, ((h, c), (h_want, c_want)) in enumerate(zip(fast.states, want.states, strict=True)):
         if li == last:
             h, c = h[:, cut], c[:, cut]
-        np.testing.assert_allclose(h, h_want, **TOL, err_msg=f"final h of layer {li}")
-        np.testing.assert_allclose(c, c_want, **TOL, err_msg=f"final c of layer {li}")
+        numerics.assert_within(h, h_want, tol, f"{dtype} final h of layer {li}")
+        numerics.assert_within(c, c_want, tol, f"{dtype} final c of layer {li}")
     for li, (got, expected) in enumerate(zip(fast.next_bwd, want.next_bwd, strict=True)):
         got = got[cut] if li == last else got
         expected = expected.reshape(-1, expected.shape[-1])  # a conv layer's: an image
-        np.testing.assert_allclose(got, expected, **TOL, err_msg=f"next bwd input of {li}")
+        numerics.assert_within(got, expected, tol, f"{dtype} next bwd input of {li}")
+
+
+def check_both(model: ModelConfig, params: dict[str, Any], cfg: oracle.OracleConfig,
+               xs: np.ndarray, ys: np.ndarray, n_out: int, seed: int, live: int | None = None,
+               input_shape: tuple[int, ...] = ()) -> tuple[FastEpisode, oracle.Episode]:
+    """The fast path (float32, then float64) against the oracle of the same initial state
+    (with ``live``: of a network ``live`` wide), each within its bound."""
+    fast = run_fast(model, params, xs, ys, n_out, seed, live=live, input_shape=input_shape)
+    initial = fast.initial if live is None else [
+        (h, c) if li < len(fast.initial) - 1 else (h[:, :live], c[:, :live])
+        for li, (h, c) in enumerate(fast.initial)]
+    want = oracle.run_episode(params, cfg, xs, ys, initial)
+    tol = tolerances(model, want, xs.shape[1], n_out, input_shape)
+    check_matches(fast, want, live, tol=tol[np.float32])
+    fast64 = run_fast(model, params, xs, ys, n_out, seed, live=live, input_shape=input_shape,
+                      dtype=np.float64)
+    check_matches(fast64, want, live, tol=tol[np.float64])
+    return fast, want
 
 
 # (n_in, hidden, n_out, backward_pass, feed_label, micro_ticks, layer_norm, layerwise,
@@ -324,9 +377,7 @@ def test_option_episode_matches_oracle(name: str) -> None:
     seed = 40 + sorted(OPTION_EPISODES).index(name)
     params = option_params(seed, model)
     xs, ys = stream(seed + 1, n_in, n_out)
-    fast = run_fast(model, params, xs, ys, n_out, seed + 2)
-    want = oracle.run_episode(params, cfg, xs, ys, fast.initial)
-    check_matches(fast, want)
+    fast, want = check_both(model, params, cfg, xs, ys, n_out, seed + 2)
     assert np.ptp(want.logits, axis=0).min() > 0.05
     for option in ("layer_norm", "layerwise_rnns", "separate_backward_rnn"):
         if getattr(cfg, option):
@@ -358,11 +409,7 @@ def test_masked_outputs_match_oracle_of_dataset_width(name: str) -> None:
     seed = 60 + sorted(MASKED_EPISODES).index(name)
     params = option_params(seed, model)
     xs, ys = stream(seed + 1, n_in, live)
-    fast = run_fast(model, params, xs, ys, wide, seed + 2, live=live)
-    narrow = [(h, c) if li < len(hidden) else (h[:, :live], c[:, :live])
-              for li, (h, c) in enumerate(fast.initial)]
-    want = oracle.run_episode(params, cfg, xs, ys, narrow)
-    check_matches(fast, want, live)
+    _, want = check_both(model, params, cfg, xs, ys, wide, seed + 2, live=live)
     # The dead outputs really are there: unmasked, the wide network predicts otherwise.
     unmasked = run_fast(model, params, xs, ys, wide, seed + 2)
     assert np.abs(unmasked.logits[:, :live] - want.logits).max() > 1e-3
@@ -423,9 +470,8 @@ def test_conv_episode_matches_oracle(name: str) -> None:
     seed = 80 + sorted(CONV_EPISODES).index(name)
     params = option_params(seed, model)
     xs, ys = stream(seed + 1, int(np.prod(cfg.input_shape)), n_out)
-    fast = run_fast(model, params, xs, ys, n_out, seed + 2, input_shape=cfg.input_shape)
-    want = oracle.run_episode(params, cfg, xs, ys, fast.initial)
-    check_matches(fast, want)
+    fast, want = check_both(model, params, cfg, xs, ys, n_out, seed + 2,
+                            input_shape=cfg.input_shape)
     assert np.ptp(want.logits, axis=0).min() > 0.05
     h, c = want.states[0]
     assert h.shape[:2] == (cfg.conv_layers[0][1],) * 2  # one state per kernel connection

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 from typing import Any
 
 import jax
@@ -44,9 +45,37 @@ def available() -> bool:
     return importlib.util.find_spec("vsml_es._fused") is not None
 
 
+# The kernel's variants, best first (csrc/vsml_fused_dispatch.h).
+ISAS = ("avx512", "avx2", "generic")
+# Names one variant, for tests and CI that run each variant the machine has; unset or empty:
+# the best this CPU runs.
+ISA_ENV = "VSML_ES_FUSED_ISA"
+
+
+def supported_isas() -> list[str]:
+    """The variants this CPU can run, best first (generic runs everywhere)."""
+    best = _module().cpu_isa()
+    return list(ISAS[ISAS.index(best):])
+
+
 def isa() -> str:
-    """The instruction set the kernel runs with on this CPU: avx512, avx2 or generic."""
+    """The instruction set the kernel runs with: the CPU's best, or the one VSML_ES_FUSED_ISA
+    names; a name that is not a variant, or one this CPU cannot run, is a ConfigError."""
+    check_isa_env()
     return _module().isa()
+
+
+def check_isa_env() -> None:
+    want = os.environ.get(ISA_ENV, "")
+    if not want:
+        return
+    if want not in ISAS:
+        raise ConfigError(f"{ISA_ENV}={want!r} is not a variant of the fused kernel; valid "
+                          f"values: {', '.join(ISAS)} (or unset for the CPU's best).")
+    runnable = supported_isas()
+    if want not in runnable:
+        raise ConfigError(f"{ISA_ENV}={want!r}, but this CPU cannot run it: it runs "
+                          f"{', '.join(runnable)}. Unset {ISA_ENV} for the CPU's best.")
 
 
 def check_config(config: Any) -> None:
@@ -72,6 +101,7 @@ def check_config(config: Any) -> None:
                           + ". Use model.kernel: jax (the default) for this config.")
     if not available():
         raise ConfigError(NOT_BUILT)
+    check_isa_env()
 
 
 def _module() -> Any:
@@ -101,6 +131,7 @@ def _gate_scale_offset(s: int) -> tuple[np.ndarray, np.ndarray]:
 def _ticks(w: jax.Array, fwd: jax.Array, bwd: jax.Array, mask: jax.Array, h: jax.Array,
            c: jax.Array, ticks: int) -> tuple[jax.Array, ...]:
     _register()
+    check_isa_env()  # at trace time: a wrong VSML_ES_FUSED_ISA stops before any work
     s, n_out, n_in = h.shape[-3:]
     out = jax.ShapeDtypeStruct
     call = jax.ffi.ffi_call(
