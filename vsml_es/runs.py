@@ -131,10 +131,12 @@ def _metatest_line(summary: Path) -> str:
 
 
 def find_runs(root: Path, depth: int = 3) -> list[Path]:
-    """Run directories at or below ``root`` (those holding a config.yaml or metrics)."""
+    """Run directories at or below ``root`` (those vsml-es made: see ``paths.holds_run``)."""
+    from vsml_es.paths import holds_run
+
     root = Path(root)
     found = []
-    if (root / "config.yaml").is_file() or (root / "metrics.jsonl").is_file():
+    if holds_run(root):
         found.append(root)
     elif depth > 0 and root.is_dir():
         for child in sorted(p for p in root.iterdir() if p.is_dir() and p.name[0] != "."):

@@ -33,6 +33,7 @@ from vsml_es.evaluator import (
 from vsml_es.imitation import Imitation, build_imitation
 from vsml_es.learners import Params
 from vsml_es.metrics import MetricsLog
+from vsml_es.paths import mark_run_dir
 from vsml_es.resume import ResumePlan, rewind
 from vsml_es.runs import write_status
 from vsml_es.signals import GenerationAbandoned, StopSignals, TrainingInterrupted
@@ -309,6 +310,7 @@ def write_run_config(run_dir: Path, config: Config) -> None:
     """The resolved config, first thing in a run directory: a run killed before its first
     checkpoint (during Ray start-up, say) can then be resumed from generation 0."""
     text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
+    mark_run_dir(run_dir)  # first: a directory is a run only if vsml-es made it
     atomic_write_bytes(Path(run_dir) / "config.yaml", text.encode())
 
 

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
             raise PathError(f"'{path}' is not a run directory.")
         found = find_runs(path)
         if not found:
-            raise PathError(f"'{path}' holds no vsml-es run (no config.yaml or metrics.jsonl).")
+            raise PathError(f"'{path}' holds no vsml-es run (none that vsml-es train made).")
         runs.extend(found)
     empty = [str(r) for r in runs if not read_metrics(r)]
     if empty:
