@@ -13,14 +13,16 @@ from typing import Any
 import yaml
 
 from vsml_es.config import Config, config_to_dict, read_yaml_file
-from vsml_es.errors import ConfigError, Report, ResumeError, report
+from vsml_es.errors import CheckpointError, ConfigError, Report, ResumeError, report
 from vsml_es.experiment import experiment_from_dict, with_overrides
 from vsml_es.metrics import truncate_metrics
 from vsml_es.paths import RUN_MARKER, holds_run
 from vsml_es.storage.checkpoint import (
+    DIVERGED,
     Checkpoint,
     checkpoint_dirs,
     latest_checkpoint,
+    read_checkpoint,
     set_aside_after,
     versions,
 )
@@ -182,6 +184,14 @@ def plan_resume(
         report(f"resuming with {key} changed: {_format(old)} -> {_format(new)}")
     if checkpoint is None:
         if checkpoint_dirs(run_dir) and not restart:
+            if diverged(run_dir):
+                raise ResumeError(
+                    f"No checkpoint in '{run_dir / 'checkpoints'}' is usable and the run "
+                    "diverged (NaN or infinite meta-parameters, see the warnings above). Lower "
+                    "training.learning_rate (or training.sigma) and start a new run (vsml-es "
+                    "train EXPERIMENT.yaml --set training.learning_rate=... --run-dir NEW_DIR),"
+                    " or add --restart to start this run over at generation 0 with its config."
+                )
             raise ResumeError(
                 f"Every checkpoint in '{run_dir / 'checkpoints'}' is unusable (see the warnings "
                 "above), so resuming would start over at generation 0 and cut the metrics logs "
@@ -199,6 +209,17 @@ def plan_resume(
     for warning in version_warnings(checkpoint.meta.get("versions", {})):
         report(warning)
     return ResumePlan(config, checkpoint)
+
+
+def diverged(run_dir: Path) -> bool:
+    """Whether some checkpoint of the run is unusable because its parameters are NaN/inf."""
+    for _, path in checkpoint_dirs(run_dir):
+        try:
+            read_checkpoint(path)
+        except CheckpointError as err:
+            if DIVERGED in str(err):
+                return True
+    return False
 
 
 def version_warnings(saved: dict[str, str]) -> list[str]:

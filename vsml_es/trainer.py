@@ -20,7 +20,7 @@ import yaml
 
 from vsml_es import streams
 from vsml_es.config import GRADIENT_METHODS, Config, config_to_dict
-from vsml_es.errors import CheckpointError, Report, ResumeError
+from vsml_es.errors import CheckpointError, DivergedError, Report, ResumeError
 from vsml_es.es import Strategy, build_strategy, sanitize_fitness, strongly_typed
 from vsml_es.evaluator import (
     AskRecipe,
@@ -178,11 +178,18 @@ class Trainer:
         es_state, _ = es.algorithm.tell(k_tell, population, fitness, es_state, es.params)
         es_state = strongly_typed(es_state)  # tell may return weak scalars: one compile only
         mean_flat = es_state.mean if hasattr(es_state, "mean") else None
+        if mean_flat is not None and not np.all(np.isfinite(np.asarray(mean_flat))):
+            raise DivergedError(  # the last finite generation is checkpointed on the way out
+                f"Meta-training diverged at generation {g}: the ES mean became NaN or "
+                "infinite. Lower training.learning_rate (or training.sigma) and start a new "
+                "run; the generations before are checkpointed ('vsml-es export RUN_DIR "
+                "--checkpoint best' exports them).")
+        shown = fitness if nonfinite < fitness.size else np.full_like(fitness, np.nan)
         row = {
             "generation": g,
-            "fitness_mean": float(np.mean(fitness)),
-            "fitness_min": float(np.min(fitness)),
-            "fitness_max": float(np.max(fitness)),
+            "fitness_mean": float(np.mean(shown)),  # NaN when no member had a finite fitness
+            "fitness_min": float(np.min(shown)),
+            "fitness_max": float(np.max(shown)),
             "accuracy_mean": float(np.nanmean(result.accuracy)),
             "nonfinite": nonfinite,
             "mean_norm": float(np.linalg.norm(np.asarray(mean_flat))) if mean_flat is not None
