@@ -190,3 +190,141 @@ def test_resume_of_a_run_whose_config_is_binary(finished, tmp_path, capsys):
     (copy / "config.yaml").write_bytes(b"\xff\xfe\x00binary")
     code, err = run(capsys, "resume", copy)
     assert code == 2 and "not UTF-8 text" in err
+
+
+# --------------------------------------------------------------------------------------------
+# Round two (issue 30): data loss, a diverged run, learner-file metadata, limits per machine,
+# weak messages.
+
+HAND_WRITTEN = ("# my experiment: keep these notes\nname: mine\nmodel:\n  hidden_layers: []\n"
+                "task: {dataset: digits}\ntraining:\n  generations: 3   # short\n")
+
+
+def cli_subprocess(*argv: str, cwd: Path | None = None, timeout: float = 300):
+    """The real console entry point in a subprocess (what a user runs)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run([sys.executable, "-m", "vsml_es.cli", *map(str, argv)], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_a_users_config_yaml_is_never_taken_for_a_run(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.yaml").write_text(HAND_WRITTEN)
+    (mine / "metrics.jsonl").write_text('{"generation": 0, "fitness_mean": 1.0}\n')
+    before = files(mine)
+    for argv in (["train", QUICKSTART, *sets(), "--run-dir", mine],
+                 ["resume", mine, "--no-metatest"],
+                 ["train", "--resume", mine, "--no-metatest"],
+                 ["plot", mine]):
+        result = cli_subprocess(*argv)
+        assert result.returncode == 2, (argv, result.stderr)
+        assert "holds no vsml-es run" in " ".join(result.stderr.split()), result.stderr
+        assert "Traceback" not in result.stderr and result.stdout == ""
+        assert files(mine) == before, argv
+    listing = cli_subprocess("runs", tmp_path)
+    assert listing.returncode == 0 and "no runs under" in listing.stdout
+
+
+def test_a_run_is_marked_and_older_unmarked_runs_still_resume(finished, tmp_path, capsys):
+    from vsml_es.paths import RUN_MARKER, holds_run
+
+    assert (finished / RUN_MARKER).is_file() and holds_run(finished)
+    legacy = tmp_path / "legacy"
+    shutil.copytree(finished, legacy)
+    (legacy / RUN_MARKER).unlink()  # written by a vsml-es before the marker
+    assert holds_run(legacy)  # its checkpoint manifests say so
+    code, err = run(capsys, "resume", legacy, "--no-metatest", "--set", "training.generations=3")
+    assert code == 0, err
+    assert (legacy / RUN_MARKER).is_file()
+
+
+def test_resume_never_replaces_a_hand_edited_config(finished, tmp_path, capsys):
+    for edit, message in ((lambda text: "# my comment\n" + text, "edited by hand"),
+                          (lambda text: text.replace("sigma: 0.1", "sigma: 0.5"),
+                           "training.sigma: 0.1 (run) -> 0.5 (file)")):
+        copy = tmp_path / f"run-{len(message)}"
+        shutil.copytree(finished, copy)
+        path = copy / "config.yaml"
+        path.write_text(edit(path.read_text()))
+        before = files(copy)
+        code, err = run(capsys, "resume", copy, "--no-metatest")
+        assert code == 2 and message in err and "--set KEY=VALUE" in err, err
+        assert files(copy) == before
+
+
+def test_compare_never_trains_into_a_users_directory(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    (out / "train_vsml").mkdir(parents=True)
+    (out / "train_vsml" / "config.yaml").write_text(HAND_WRITTEN)
+    before = files(out)
+    code, err = run(capsys, "compare", QUICKSTART, *sets(["compare.learners=[vsml]"]),
+                    "--out", out)
+    assert code == 2 and "holds no vsml-es run" in err, err
+    assert files(out) == before
+
+
+def test_a_diverged_checkpoint_is_skipped_for_the_previous_finite_one(finished, tmp_path,
+                                                                     capsys):
+    from helpers import poison_checkpoint
+
+    copy = tmp_path / "run"
+    shutil.copytree(finished, copy)
+    newest = checkpoint_dirs(copy)[-1][1]
+    poison_checkpoint(newest)
+    code, err = run(capsys, "resume", copy, "--no-metatest")
+    assert code == 0, err
+    assert "not finite (NaN or infinity): the run had diverged" in err
+    assert "using the previous valid checkpoint" in err
+    params, _ = load_params(copy / "params.npz")
+    assert all(np.all(np.isfinite(v)) for v in params.values())
+
+
+def test_a_run_diverged_everywhere_says_how_to_fix_it(finished, tmp_path, capsys):
+    from helpers import poison_checkpoint
+
+    copy = tmp_path / "run"
+    shutil.copytree(finished, copy)
+    for _, path in checkpoint_dirs(copy):
+        poison_checkpoint(path)
+    params, meta = load_params(copy / "params.npz")
+    np.savez(copy / "params.npz", **{k: np.full_like(v, np.nan) for k, v in params.items()},
+             __meta_json__=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+    before = files(copy)
+    code, err = run(capsys, "resume", copy, "--no-metatest")
+    assert code == 2 and "diverged" in err and "training.learning_rate" in err, err
+    assert "--restart" in err and files(copy) == before
+    code, err = run(capsys, "export", copy, "-o", tmp_path / "nan.vsml")
+    assert code == 2 and "non-finite" in err and not (tmp_path / "nan.vsml").exists(), err
+    code, err = run(capsys, "export", copy, "--checkpoint", str(checkpoint_dirs(copy)[-1][0]),
+                    "-o", tmp_path / "nan.vsml")
+    assert code == 2 and "diverged" in err and not (tmp_path / "nan.vsml").exists(), err
+
+
+def test_a_diverging_run_stops_at_its_last_finite_generation(tmp_path):
+    import jax.numpy as jnp
+
+    from vsml_es.errors import DivergedError
+    from vsml_es.storage.checkpoint import Snapshot, save_checkpoint
+
+    snapshot = Snapshot(generation=4, es_state=None, es_params=None, rng_key=None,
+                        mean_params={"w": jnp.array([1.0, jnp.nan])}, info={})
+    with pytest.raises(DivergedError, match="training.learning_rate"):
+        save_checkpoint(tmp_path, snapshot)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_nan_fitness_is_printed_as_nan(capsys):
+    from types import SimpleNamespace
+
+    from vsml_es.commands.train import finish
+
+    result = SimpleNamespace(generation=3, minutes=0.1, final_fitness=float("nan"),
+                             summaries=None, run_dir=Path("x"))
+    assert finish(lambda: result, Path("x")) == 0
+    out = capsys.readouterr().out
+    assert "final mean fitness NaN" in out and "0.0000" not in out
