@@ -148,10 +148,16 @@ def run_compare(config: Config, out_dir: Path, log: Any = print) -> tuple[list[d
     return summaries, timing
 
 
+MAX_SEEDS = 1_000
+
+
 def seed_configs(config: Config, seeds: int) -> list[Config]:
     """training.seed, +1, ..., one config per meta-training seed, each checked."""
     if seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {seeds}.")
+    if seeds > MAX_SEEDS:
+        raise UserError(f"--seeds {seeds:,} is more than compare runs ({MAX_SEEDS:,} at most: "
+                        "each seed meta-trains every learner); lower --seeds.")
     first = config.training.seed
     return [with_overrides(config, [f"training.seed={first + k}"]) for k in range(seeds)]
 

@@ -27,7 +27,7 @@ from vsml_es.metatest import meta_learned, run_metatest
 from vsml_es.multisize import build_training_task, single_size
 from vsml_es.paths import check_new_run_dir, check_output_dir
 from vsml_es.reporting import OUTPUT_FILES
-from vsml_es.resources import check_before_work
+from vsml_es.resources import check_before_work, check_evaluate
 from vsml_es.resume import ResumePlan, plan_resume
 from vsml_es.runs import plot_runs
 from vsml_es.storage.learner_file import read_learner_file
@@ -131,6 +131,7 @@ def evaluate_file(path: Path, datasets: tuple[str, ...] | None = None, steps: in
     check_datasets_ready(config.task, config.metatest, training=bool(config.metatest.baselines))
     check_metatest_fits(config.task, config.metatest, spec.num_inputs,
                         size_free_names(config, (config.model.learner,)))
+    check_evaluate(config, spec.num_inputs, (config.model.learner,), steps, episodes)
     summaries = run_metatest([meta_learned(config, params)], config, out, steps=steps,
                              episodes=episodes, num_features=spec.num_inputs)
     return summaries, out
@@ -172,6 +173,7 @@ def introspect_file(path: Path, dataset: str, steps: int | None = None,
     check_datasets_ready(config.task, config.metatest, training=True)
     check_metatest_fits(config.task, config.metatest, spec.num_inputs,
                         size_free_names(config, (config.model.learner,)))
+    check_evaluate(config, spec.num_inputs, (config.model.learner,), command="Introspection")
     return introspect_learner(config, params, spec.num_inputs, out, log), out
 
 

@@ -48,6 +48,31 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def metrics_problem(run_dir: Path) -> str | None:
+    """What is wrong with ``metrics.jsonl`` when it is not the log vsml-es writes (binary,
+    not JSON lines, rows without a generation), or None. A torn last line is not a problem."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        return f"it cannot be read ({err.strerror})"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return f"it is not UTF-8 text (byte {err.start}): binary data"
+    lines = text.splitlines()
+    for number, line in enumerate(lines[:-1] if not text.endswith("\n") else lines, 1):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            return f"line {number} is not JSON"
+        if not isinstance(row, dict) or not isinstance(row.get("generation"), int):
+            return f"line {number} is not a row of metrics (no generation number)"
+    return None
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
