@@ -329,3 +329,90 @@ def test_nan_fitness_is_printed_as_nan(capsys):
     assert finish(lambda: result, Path("x")) == 0
     out = capsys.readouterr().out
     assert "final mean fitness NaN" in out and "0.0000" not in out
+
+
+def test_an_out_of_memory_error_that_still_happens_names_the_knob(monkeypatch, capsys):
+    class XlaRuntimeError(RuntimeError):
+        pass
+
+    def exhausted(args):
+        raise XlaRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 68719476736 bytes.")
+
+    for command in ("config", "evaluate"):
+        parser_args = [command] if command == "config" else [command, "x.vsml"]
+        monkeypatch.setattr(cli, "build_parser", _parser_calling(exhausted, parser_args[0]))
+        code, err = run(capsys, *parser_args)
+        assert code == 2 and "out of memory" in err and "Lower" in err, err
+        assert "Traceback" not in err
+
+
+def _parser_calling(func, command):
+    import argparse
+
+    def build():
+        parser = argparse.ArgumentParser(prog="vsml-es")
+        sub = parser.add_subparsers(dest="command")
+        p = sub.add_parser(command)
+        p.add_argument("rest", nargs="*")
+        p.set_defaults(func=func)
+        return parser
+    return build
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["training.population_size=1048576"], "lower training.population_size"),
+    (["training.population_size=65536", "training.eval_chunk=65536"],
+     "lower training.eval_chunk"),
+    (["training.generations=10000000", "training.population_size=1048576",
+      "task.episode_length=1000000"], "years of compute"),
+])
+def test_memory_and_time_are_checked_against_this_machine(tmp_path, extra, message):
+    result = cli_subprocess("train", QUICKSTART, *sets(extra), "--run-dir", tmp_path / "never")
+    err = " ".join(result.stderr.split())
+    assert result.returncode == 2 and message in err, result.stderr
+    assert "Traceback" not in err and not (tmp_path / "never").exists()
+
+
+def test_the_memory_limit_is_the_smallest_of_machine_container_and_rlimit(monkeypatch):
+    import resource as rlimit
+
+    from vsml_es import resources
+
+    monkeypatch.delenv("VSML_ES_MEMORY_BYTES", raising=False)
+    monkeypatch.setattr(rlimit, "getrlimit", lambda which: (3 * 2**30, rlimit.RLIM_INFINITY))
+    monkeypatch.setattr(resources, "_address_space_left", lambda: 2**30)
+    total, why = resources.available_memory()
+    assert total == 2**30 and "ulimit -v" in why
+    with pytest.raises(Exception, match="ulimit -v"):
+        resources.check_needs([resources.Need(2**31, "x", "knob")], "It")
+
+
+def test_evaluate_checks_memory_and_time_before_any_output(finished, tmp_path):
+    out = tmp_path / "eval"
+    for argv, message in (
+            (["--dataset", "digits:test@2048x2048"], "lower the input size of digits:test@2048x2048"),
+            (["--dataset", "digits:test", "--steps", "1000000", "--episodes", "100000"],
+             "Lower --steps or --episodes")):
+        result = cli_subprocess("evaluate", finished / "params.npz", *argv, "--out", out)
+        err = " ".join(result.stderr.split())
+        assert result.returncode == 2 and message in err, result.stderr
+        assert not out.exists() and result.stdout == ""
+
+
+def test_sweep_and_compare_seeds_are_bounded(tmp_path, capsys):
+    for argv, message in ((["sweep", QUICKSTART, "--seeds", "100000000"], "lower --seeds"),
+                          (["sweep", QUICKSTART, "--grid", "training.sigma=.nan,0.1"],
+                           "is nan; every number must be finite"),
+                          (["compare", QUICKSTART, "--seeds", "100000000"], "lower --seeds")):
+        code, err = run(capsys, *argv, "--out", tmp_path / "out")
+        assert code == 2 and message in err, err
+        assert not (tmp_path / "out").exists()
+
+
+def test_plot_says_when_metrics_are_not_a_metrics_log(finished, tmp_path, capsys):
+    copy = tmp_path / "run"
+    shutil.copytree(finished, copy)
+    (copy / "metrics.jsonl").write_bytes(bytes(range(256)) * 4)
+    code, err = run(capsys, "plot", copy, "-o", tmp_path / "p.png")
+    assert code == 2 and "not UTF-8 text" in err and "metrics.csv" in err, err
+    assert not (tmp_path / "p.png").exists()
