@@ -390,7 +390,8 @@ def test_the_memory_limit_is_the_smallest_of_machine_container_and_rlimit(monkey
 def test_evaluate_checks_memory_and_time_before_any_output(finished, tmp_path):
     out = tmp_path / "eval"
     for argv, message in (
-            (["--dataset", "digits:test@2048x2048"], "lower the input size of digits:test@2048x2048"),
+            (["--dataset", "digits:test@2048x2048"],
+             "lower the input size of digits:test@2048x2048"),
             (["--dataset", "digits:test", "--steps", "1000000", "--episodes", "100000"],
              "Lower --steps or --episodes")):
         result = cli_subprocess("evaluate", finished / "params.npz", *argv, "--out", out)
@@ -416,3 +417,67 @@ def test_plot_says_when_metrics_are_not_a_metrics_log(finished, tmp_path, capsys
     code, err = run(capsys, "plot", copy, "-o", tmp_path / "p.png")
     assert code == 2 and "not UTF-8 text" in err and "metrics.csv" in err, err
     assert not (tmp_path / "p.png").exists()
+
+
+def _edited_learner(finished, tmp_path, capsys, edit, signed: bool = False) -> Path:
+    """The run's exported learner with its metadata changed by ``edit`` (without the
+    metadata_sha256 of newer files unless ``signed``: as an older file would be)."""
+    vsml_file = tmp_path / "learner.vsml"
+    if not vsml_file.exists():
+        assert run(capsys, "export", finished, "-o", vsml_file)[0] == 0
+    arrays, info = load_params(vsml_file)
+    info = json.loads(json.dumps(info))
+    if not signed:
+        info.pop("metadata_sha256", None)
+    edit(info)
+    path = tmp_path / f"edited-{len(list(tmp_path.glob('edited-*')))}.vsml"
+    save_params(path, arrays, info)
+    return path
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m.update(num_outputs=2**24 - 1), "num_outputs (16777215"),
+    (lambda m: m.update(num_outputs=3), "num_outputs (3"),
+    (lambda m: m["input"]["stats"][0].update(std=0.0), "std 0.0"),
+    (lambda m: m["input"]["stats"][0].update(std=-1.0), "must be positive"),
+    (lambda m: m["input"]["stats"][0].update(mean="1"), "not a number"),
+    (lambda m: m["input"].update(example_shape=[-8, -8, 1]), "positive integers"),
+    (lambda m: m["input"].update(example_shape=[8, 8, 2]), "does not have the file's 64"),
+    (lambda m: m["input"].update(stats={"a": 1}), "not a list"),
+    (lambda m: m["model"].update(state_size=8), "model"),
+    (lambda m: m["model"].update(output_bound=7.0), "model disagree"),
+    (lambda m: m["input"]["preprocess"].update(normalize="example"), "input.preprocess"),
+    (lambda m: m.update(per_dataset_outputs=True), "per_dataset_outputs"),
+])
+def test_learner_file_metadata_is_range_checked(finished, tmp_path, capsys, edit, message):
+    from vsml_es.classifier import load_learner
+    from vsml_es.errors import LearnerError
+
+    path = _edited_learner(finished, tmp_path, capsys, edit)
+    code, err = run(capsys, "evaluate", path, "--out", tmp_path / "out")
+    assert code == 2 and message in err and "cannot use" in err, err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(LearnerError, match="cannot use"):  # the classifier reads it alike
+        load_learner(path)
+
+
+def test_metadata_of_new_learner_files_is_covered_by_a_checksum(finished, tmp_path, capsys):
+    from vsml_es.storage.learner_file import read_learner_file
+
+    path = _edited_learner(finished, tmp_path, capsys,
+                           lambda m: m["training"].update(generation=5), signed=True)
+    read_learner_file(path)  # provenance is not what runs the parameters
+    path = _edited_learner(finished, tmp_path, capsys,
+                           lambda m: m["input"]["stats"][0].update(mean=3.0), signed=True)
+    code, err = run(capsys, "evaluate", path)
+    assert code == 2 and "metadata_sha256" in err, err
+
+
+def test_learner_files_written_before_the_checks_still_load():
+    from vsml_es.storage.learner_file import read_learner_file
+
+    shipped = sorted((Path(__file__).resolve().parents[1] / "docs" / "results").glob("*.vsml"))
+    assert shipped
+    for path in shipped:
+        params, spec = read_learner_file(path)
+        assert "metadata_sha256" not in spec.info and spec.num_outputs >= 2
