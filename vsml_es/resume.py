@@ -161,9 +161,9 @@ def plan_resume(
         raise ResumeError(f"Run directory '{run_dir}' {what}.")
     if not holds_run(run_dir):
         raise ResumeError(
-            f"'{run_dir}' holds no vsml-es run (no run marker {RUN_MARKER}, checkpoint or "
-            "params.npz that vsml-es wrote), so nothing there is resumed or changed. A "
-            "config.yaml of your own is an experiment file: start a run from it with "
+            f"'{run_dir}' holds no vsml-es run to resume (no run marker {RUN_MARKER}, "
+            "checkpoint or params.npz that vsml-es wrote), so nothing there is resumed or "
+            "changed. A config.yaml of your own is an experiment file: start a run from it with "
             f"'vsml-es train {run_dir / 'config.yaml'} --run-dir NEW_DIR'."
         )
     checkpoint = latest_checkpoint(run_dir, report)
