@@ -85,8 +85,11 @@ def train(config: Config, run_dir: Path, *, resume: ResumePlan | None = None,
         trackers = open_trackers(config.logging, run_dir, state.generation, append=True)
         trackers.log_metatest(summaries)
         trackers.close()
+    saved = resume.checkpoint.meta.get("fitness") if resume and resume.checkpoint else None
+    last = trainer.last_row.get("fitness_mean", saved)  # no generation left: the checkpoint's
     return TrainResult(run_dir, state.generation, minutes,
-                       trainer.last_row.get("fitness_mean", float("nan")), params, summaries)
+                       float(last) if isinstance(last, int | float) else float("nan"), params,
+                       summaries)
 
 
 def start_training(config: Config, run_dir: Path | None = None, *, metatest: bool = True,
