@@ -53,3 +53,25 @@ def metatest_curve(run_dir: Path, method: str = "VSML") -> list[float]:
     """The run's meta-test accuracy curve of ``method`` on digits:test, step by step."""
     with open(run_dir / "metatest" / "curves_digits_test.csv", newline="") as f:
         return [float(row[f"{method} acc"]) for row in csv.DictReader(f)]
+
+
+def poison_checkpoint(checkpoint: Path, value: float = float("nan")) -> None:
+    """Make a checkpoint what a diverging run writes: every mean parameter ``value`` (NaN),
+    the manifest rewritten to match (so only the arrays themselves tell)."""
+    import hashlib
+    import io
+    import json
+
+    with np.load(checkpoint / "state.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    for name in arrays:
+        if name.startswith("mean/") and arrays[name].dtype.kind == "f":
+            arrays[name] = np.full_like(arrays[name], value)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    payload = buffer.getvalue()
+    (checkpoint / "state.npz").write_bytes(payload)
+    manifest = json.loads((checkpoint / "MANIFEST.json").read_text())
+    manifest["files"]["state.npz"] = {"sha256": hashlib.sha256(payload).hexdigest(),
+                                      "size": len(payload)}
+    (checkpoint / "MANIFEST.json").write_text(json.dumps(manifest))

@@ -331,10 +331,13 @@ def test_every_checkpoint_corrupt_restarts_from_scratch_only_when_asked(
 def test_a_run_killed_before_its_first_checkpoint_resumes_from_generation_0(
     reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # What a kill during Ray start-up leaves: the resolved config and nothing else.
+    # What a kill during Ray start-up leaves: the run marker, the resolved config, nothing else.
     run_dir = tmp_path / "early"
     run_dir.mkdir()
     shutil.copy(reference / "config.yaml", run_dir / "config.yaml")
+    assert resume(run_dir) == 2  # without the marker it may be the user's own config.yaml
+    assert "holds no vsml-es run" in capsys.readouterr().err
+    shutil.copy(reference / ".vsml-es-run", run_dir / ".vsml-es-run")
     assert resume(run_dir) == 0
     assert "starting again from generation 0" in capsys.readouterr().err
     assert_same_run(run_dir, reference)

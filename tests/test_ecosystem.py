@@ -110,6 +110,7 @@ def test_runs_table_plots_and_seed_groups(tmp_path, capsys):
                                                     "pid": 2**22 + 12345}))
     broken = root / "broken"
     broken.mkdir()
+    shutil.copy(root / "seed1" / ".vsml-es-run", broken)  # a run vsml-es made, then damaged
     (broken / "config.yaml").write_bytes(b"\xff\xfe")
     capsys.readouterr()
 

@@ -298,3 +298,276 @@ def test_fuzz_checkpoint_metadata_restore(run_files, tmp_path_factory, restorer,
         restorer.restore(checkpoint)
     except (CheckpointError, UserError) as err:
         assert str(err)
+
+
+# --------------------------------------------------------------------------------------------
+# Round two (issue 30): one generator per family
+
+
+user_files = st.dictionaries(
+    st.sampled_from(["config.yaml", "metrics.jsonl", "metrics.csv", "status.json", "params.npz",
+                     "notes.md", "checkpoints/gen-000001/MANIFEST.json",
+                     "checkpoints/gen-000001/meta.json", "plots/meta_training.png"]),
+    st.one_of(st.binary(max_size=200),
+              st.sampled_from([b"name: mine\nmodel: {}\ntask: {}\ntraining: {}\n",
+                               b'{"generation": 0, "fitness_mean": 1.0}\n',
+                               b'{"state": "running", "generation": 1}',
+                               b'{"format": "vsml-es-run"}', b'{"format": "vsml-es-checkpoint"}',
+                               b"# my notes\nname: mine\ntraining:\n  generations: 3\n"])),
+    min_size=1, max_size=5)
+
+
+@given(contents=user_files, command=st.sampled_from(["train", "resume", "train-resume", "plot",
+                                                     "runs", "export"]))
+def test_fuzz_user_directories_are_never_runs(tmp_path_factory, contents, command):
+    """Data loss: a directory of the user's (whatever files vsml-es also writes it holds, except
+    what only vsml-es writes completely) is never taken for a run nor written into."""
+    mine = tmp_path_factory.mktemp("mine") / "dir"
+    for name, payload in contents.items():
+        (mine / name).parent.mkdir(parents=True, exist_ok=True)
+        (mine / name).write_bytes(payload)
+    before = snapshot(mine)
+    argv = {"train": ["train", QUICKSTART, "--run-dir", str(mine), "--no-metatest"],
+            "resume": ["resume", str(mine), "--no-metatest"],
+            "train-resume": ["train", "--resume", str(mine), "--no-metatest"],
+            "plot": ["plot", str(mine)], "runs": ["runs", str(mine)],
+            "export": ["export", str(mine), "-o", str(mine.parent / "x.vsml")]}[command]
+    code, err = run_cli(*argv)
+    assert_clean(code, err)
+    if command != "runs":
+        assert code == 2, err
+    assert snapshot(mine) == before
+    assert not (mine.parent / "x.vsml").exists()
+
+
+sizes = st.fixed_dictionaries({
+    "training.population_size": st.sampled_from([2, 64, 4096, 65536, 2**20]),
+    "training.eval_chunk": st.sampled_from([1, 8, 1024, 16384, 65536]),
+    "task.episode_length": st.sampled_from([1, 100, 10**4, 10**6]),
+    "model.hidden_layers": st.sampled_from([[], [32], [1024], [4096, 4096], [65536]]),
+    "model.state_size": st.sampled_from([1, 16, 256, 1024]),
+    "training.generations": st.sampled_from([1, 1000, 10**7]),
+    "metatest.steps": st.sampled_from([1, 1000, 10**6]),
+    "metatest.episodes": st.sampled_from([1, 64, 10**5]),
+    "metatest.datasets": st.sampled_from([["digits:test"], ["digits:test@64x64"],
+                                          ["digits:test@1024x1024"], ["digits:test@8x8"]]),
+})
+
+
+@given(values=sizes, memory=st.sampled_from([2**30, 2**32, 2**34, 2**36, None]))
+def test_fuzz_limits_per_machine(monkeypatch, values, memory):
+    """Limits per machine: the checks before work refuse with a UserError (never another
+    error), exactly when the estimate exceeds the memory or the work bound; a larger machine
+    never refuses what a smaller one accepts."""
+    from vsml_es import resources
+    from vsml_es.experiment import load_experiment
+
+    overrides = [f"{k}={json.dumps(v)}" for k, v in values.items()]
+    overrides += ["metatest.baselines=[sgd]", "distributed.workers=0"]
+    try:
+        config = load_experiment(QUICKSTART, overrides)
+    except UserError:
+        return  # a bound of the config itself (e.g. a layer too wide to fit a VSML)
+    if memory is None:
+        monkeypatch.delenv("VSML_ES_MEMORY_BYTES", raising=False)
+    else:
+        monkeypatch.setenv("VSML_ES_MEMORY_BYTES", str(memory))
+
+    def refused() -> str | None:
+        try:
+            resources.check_fits(config, 64)
+            resources.check_evaluate(config, None, ("vsml",))
+        except UserError as err:
+            assert "lower" in str(err).lower(), err
+            return str(err)
+        return None
+
+    verdict = refused()
+    if verdict is None and memory is not None:
+        monkeypatch.setenv("VSML_ES_MEMORY_BYTES", str(memory * 4))
+        assert refused() is None  # more memory: still accepted
+
+
+@given(seeds=st.integers(10_001, 2**62), command=st.sampled_from(["sweep", "compare"]))
+def test_fuzz_unbounded_seed_counts_are_refused(tmp_path_factory, seeds, command):
+    out = tmp_path_factory.mktemp("seeds") / "out"
+    code, err = run_cli(command, QUICKSTART, "--seeds", str(seeds), "--out", str(out))
+    assert code == 2 and "--seeds" in err, err
+    assert not out.exists()
+
+
+poisons = st.lists(st.tuples(st.integers(0, 63), st.integers(0, 2**20),
+                            st.sampled_from([np.nan, np.inf, -np.inf, 1e30, -1e30, 0.0, 3.5])),
+                  max_size=4)
+
+
+def _poison_some(checkpoint: Path, changes: list[tuple[int, int, float]]) -> bool:
+    """Set single elements of the mean parameters, manifest rewritten; whether any is now
+    non-finite."""
+    import hashlib
+
+    with np.load(checkpoint / "state.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    names = sorted(n for n in arrays if n.startswith("mean/"))
+    for which, element, value in changes:
+        array = arrays[names[which % len(names)]].copy()
+        array.reshape(-1)[element % array.size] = value
+        arrays[names[which % len(names)]] = array
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    payload = buffer.getvalue()
+    (checkpoint / "state.npz").write_bytes(payload)
+    manifest = json.loads((checkpoint / "MANIFEST.json").read_text())
+    manifest["files"]["state.npz"] = {"sha256": hashlib.sha256(payload).hexdigest(),
+                                      "size": len(payload)}
+    (checkpoint / "MANIFEST.json").write_text(json.dumps(manifest))
+    return not all(np.all(np.isfinite(arrays[n])) for n in names)
+
+
+@given(changes=st.lists(poisons, min_size=2, max_size=2))
+def test_fuzz_diverged_checkpoints(run_files, tmp_path_factory, changes):
+    """A diverged run: NaN/inf meta-parameters (any element of any array) behind a consistent
+    manifest are skipped for the newest finite checkpoint; with none finite, the resume says
+    how to fix it; large finite values are no divergence."""
+    run_dir, _ = run_files
+    copy = tmp_path_factory.mktemp("diverged") / "run"
+    shutil.copytree(run_dir, copy)
+    dirs = checkpoint_dirs(copy)[-2:]
+    finite = [g for (g, path), change in zip(dirs, changes, strict=True)
+              if not _poison_some(path, change)]
+    before = snapshot(copy)
+    found = latest_checkpoint(copy, report=lambda message: None)
+    assert (found.generation if found else None) == (finite[-1] if finite else None)
+    try:
+        plan = plan_resume(copy, report=lambda message: None)
+    except UserError as err:
+        assert not finite and "diverged" in str(err) and "learning_rate" in str(err)
+    else:
+        assert plan.checkpoint is not None and plan.checkpoint.generation == finite[-1]
+    assert snapshot(copy) == before
+
+
+metadata_edits = st.tuples(
+    st.sampled_from(["num_outputs", "num_inputs", "input.example_shape", "input.stats.0.std",
+                     "input.stats.0.mean", "input.stats.0.dataset", "input.stats",
+                     "per_dataset_outputs", "model.state_size", "model.hidden_layers",
+                     "model.learner", "input.preprocess.normalize", "input.preprocess.resize",
+                     "config.task.num_classes", "config.model", "metadata_sha256"]),
+    st.one_of(json_values, st.integers(-(2**31), 2**31), st.sampled_from(
+        [0, 1, 2, 10, 64, 2**24 - 1, 0.0, -1.0, 1e-300, [8, 8, 1], [64], [-8, -8, 1], [0],
+         [2**20, 2**20], True, "digits", "example", []])),
+    st.booleans())
+
+
+def _set_path(tree: dict, path: str, value) -> None:
+    *parents, last = path.split(".")
+    node = tree
+    for part in parents:
+        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+        if not isinstance(node, dict | list):
+            return
+    if isinstance(node, list):
+        if node:
+            node[int(last) % len(node)] = value
+    else:
+        node[last] = value
+
+
+@given(edit=metadata_edits)
+def test_fuzz_learner_file_metadata(run_files, tmp_path_factory, edit):
+    """Learner-file metadata: any edited field is refused with a message, or the file still
+    reads as one consistent learner (sizes, shape, statistics and model agreeing with the run
+    config evaluate builds from), which the classifier accepts."""
+    from vsml_es.experiment import learner_file_config
+    from vsml_es.storage.params import load_params, save_params
+
+    _, learner = run_files
+    arrays, meta = load_params(learner)
+    path_, value, signed = edit
+    if not signed:
+        meta.pop("metadata_sha256", None)
+    _set_path(meta, path_, value)
+    path = tmp_path_factory.mktemp("meta") / "edited.vsml"
+    try:
+        save_params(path, arrays, meta)
+    except (TypeError, ValueError):  # not JSON (NaN keys and such): nothing to read
+        return
+    try:
+        params, spec = read_learner_file(path)
+        config = learner_file_config(path, spec.info)
+        OnlineClassifier(params, spec)
+    except UserError as err:
+        assert str(err)
+        return
+    assert config.model == spec.model and config.task.num_classes == spec.num_outputs
+    assert config.task.preprocess == spec.preprocess
+    assert all(np.isfinite(m) and np.isfinite(s) and s > 0 for _, m, s in spec.stats)
+    if spec.example_shape is not None:
+        assert int(np.prod(spec.example_shape)) == spec.num_inputs
+
+
+@given(kwargs=st.dictionaries(st.sampled_from(["optimizer", "std_schedule", "fitness_shaping_fn",
+                                               "metrics_fn", "kernel", "sampling_fn",
+                                               "subspace_dims", "use_antithetic_sampling",
+                                               "lrate_init", "nope"]),
+                              yaml_scalars, min_size=1, max_size=2),
+       strategy=st.sampled_from(["Open_ES", "SNES", "CMA_ES", "SV_Open_ES", "Sep_CMA_ES"]))
+def test_fuzz_strategy_kwargs(kwargs, strategy):
+    """Weak messages: every strategy keyword argument a config can hold is refused with a
+    message naming it, never a raw AttributeError."""
+    flow = "{" + ", ".join(f"{k}: {v}" for k, v in kwargs.items()) + "}"
+    code, err = run_cli("config", QUICKSTART, "--set", f"training.strategy={strategy}",
+                        "--set", f"training.strategy_kwargs={flow}")
+    assert_clean(code, err)
+    assert "object has no attribute" not in err, err
+
+
+@given(values=st.lists(yaml_scalars, min_size=1, max_size=3),
+       key=st.sampled_from(["training.sigma", "training.learning_rate", "model.hidden_layers",
+                            "training.strategy", "task.episode_length", "name"]))
+def test_fuzz_sweep_grids(tmp_path_factory, values, key):
+    """Weak messages: a sweep grid of any values is planned or refused with a message that
+    names the grid value, before anything is written."""
+    from vsml_es.experiment import load_experiment
+    from vsml_es.sweep import plan_sweep
+
+    out = tmp_path_factory.mktemp("sweep") / "out"
+    base = load_experiment(QUICKSTART, ["distributed.workers=0"])
+    try:
+        plan_sweep(base, [f"{key}={','.join(map(str, values))}"], 1, out, metatest=False)
+    except UserError as err:
+        assert str(err), err
+        assert "got str ('NaN')" not in str(err) and "got str ('Infinity')" not in str(err)
+    assert not out.exists()
+
+
+run_dir_edits = st.tuples(
+    st.sampled_from(["config.yaml", "metrics.jsonl", "metrics.csv", "status.json",
+                     ".vsml-es-run", "params.npz"]),
+    st.one_of(st.binary(max_size=300), st.text(max_size=200).map(str.encode),
+              json_values.map(lambda v: json.dumps(v).encode()),
+              st.sampled_from([b"", b"\n", b'{"generation": "x"}\n', b"[1, 2]\n",
+                               b'{"state": "running", "generation": 1, "pid": -1, '
+                               b'"host": "h", "updated": 0}'])),
+    st.sampled_from(["runs", "plot", "export", "resume-plan"]))
+
+
+@given(edit=run_dir_edits)
+def test_fuzz_what_a_user_edits_in_a_run_directory(run_files, tmp_path_factory, edit):
+    """Weak messages: a run directory whose files the user edited between runs: every command
+    that reads it exits 0 or 2 with a message, never a traceback."""
+    run_dir, _ = run_files
+    name, payload, command = edit
+    copy = tmp_path_factory.mktemp("edited") / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / name).write_bytes(payload)
+    if command == "resume-plan":
+        try:
+            plan_resume(copy, report=lambda message: None)
+        except UserError as err:
+            assert str(err)
+        return
+    argv = {"runs": ["runs", str(copy)],
+            "plot": ["plot", str(copy), "-o", str(copy.parent / "p.png")],
+            "export": ["export", str(copy), "-o", str(copy.parent / "x.vsml")]}[command]
+    assert_clean(*run_cli(*argv))

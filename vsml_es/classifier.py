@@ -28,8 +28,9 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from vsml_es import preprocess as pre
 from vsml_es.config import PreprocessConfig
-from vsml_es.errors import DatasetError, LearnerError
+from vsml_es.errors import ConfigError, DatasetError, LearnerError
 from vsml_es.learners import Learner
+from vsml_es.resources import check_learner_fits
 from vsml_es.storage.learner_file import LearnerFile, read_learner_file
 
 NORMALIZE = ("dataset", "example", "none")
@@ -187,6 +188,11 @@ class OnlineClassifier(ClassifierMixin, BaseEstimator):
             raise LearnerError(f"normalize is '{normalize}'; valid: {', '.join(NORMALIZE)}.")
         if input_map not in INPUT_MAPS:
             raise LearnerError(f"input_map is '{input_map}'; valid: {', '.join(INPUT_MAPS)}.")
+        try:  # a file asking for more than this machine has fails here, not inside XLA
+            check_learner_fits(spec.learner, spec.num_inputs, spec.num_outputs,
+                               "This learner file's network")
+        except ConfigError as err:
+            raise LearnerError(str(err)) from None
         if normalize == "dataset" and len(spec.stats) != 1:
             raise LearnerError(
                 "normalize='dataset' needs the statistics of one meta-training dataset, but this "

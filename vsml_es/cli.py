@@ -57,6 +57,30 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        if not is_out_of_memory(err):
+            raise
+        print(f"error: out of memory ({type(err).__name__}: "
+              f"{str(err).splitlines()[0][:200] if str(err) else 'RESOURCE_EXHAUSTED'}). "
+              f"{MEMORY_KNOBS.get(args.command, MEMORY_KNOBS['train'])} A run resumes from its "
+              "last checkpoint.", file=sys.stderr)
+        return 2
+
+
+# What to lower when XLA runs out of memory anyway (the estimates before work missed it).
+MEMORY_KNOBS = {
+    "train": "Lower training.eval_chunk (members evaluated at once), or "
+             "training.population_size, the layer sizes or the input size.",
+    "evaluate": "Lower --episodes or --steps, or the meta-test input size (@HxW).",
+    "introspect": "Lower --episodes or --steps, or the input size (@HxW).",
+}
+MEMORY_KNOBS["resume"] = MEMORY_KNOBS["compare"] = MEMORY_KNOBS["sweep"] = MEMORY_KNOBS["train"]
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """XLA's RESOURCE_EXHAUSTED (a JaxRuntimeError) or Python's MemoryError."""
+    return isinstance(err, MemoryError) or "RESOURCE_EXHAUSTED" in str(err)[:2000] or (
+        "Out of memory" in str(err)[:2000] and "jax" in type(err).__module__)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from vsml_es.experiment import experiment_from_dict, learner_file_config, with_o
 from vsml_es.learners import build_learner, size_free_names
 from vsml_es.metatest import Contender, meta_learned, run_metatest
 from vsml_es.multisize import TrainingTask, build_training_task, check_size_free, single_size
-from vsml_es.paths import check_output_dir
+from vsml_es.paths import check_new_run_dir, check_output_dir, holds_run
 from vsml_es.resources import check_before_work
 from vsml_es.resume import plan_resume
 from vsml_es.seed_pool import POOLED_FILES, write_pooled
@@ -78,7 +78,7 @@ def train_learner(config: Config, run_dir: Path, task: TrainingTask, data: Data,
     with backend.evaluator(spec, data) as evaluator:
         trainer = Trainer(config, run_dir, evaluator=evaluator, spec=spec, data=data)
         state = None
-        if (run_dir / "config.yaml").is_file():  # an interrupted run: continue from it
+        if holds_run(run_dir):  # an interrupted run: continue from it
             state = trainer.resume_from(plan_resume(run_dir, config))
         state = trainer.run(state)
     seconds = time.perf_counter() - started
@@ -114,6 +114,9 @@ def run_compare(config: Config, out_dir: Path, log: Any = print) -> tuple[list[d
     check_size_free(config, tuple(config.compare.learners), "compare.learners")
     for learner in config.compare.learners:  # each learner's config is checked before any work
         learner_config(config, learner)
+        run_dir = out_dir / f"train_{learner}"
+        if not holds_run(run_dir):  # new, or empty: never a directory of the user's
+            check_new_run_dir(run_dir)
     pretrained = pretrained_contenders(config)  # and each given learner file
     check_before_work(config, learners=tuple(config.compare.learners), given_size_free=tuple(
         c.label for c in pretrained if c.learner.size_free))
@@ -145,10 +148,16 @@ def run_compare(config: Config, out_dir: Path, log: Any = print) -> tuple[list[d
     return summaries, timing
 
 
+MAX_SEEDS = 1_000
+
+
 def seed_configs(config: Config, seeds: int) -> list[Config]:
     """training.seed, +1, ..., one config per meta-training seed, each checked."""
     if seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {seeds}.")
+    if seeds > MAX_SEEDS:
+        raise UserError(f"--seeds {seeds:,} is more than compare runs ({MAX_SEEDS:,} at most: "
+                        "each seed meta-trains every learner); lower --seeds.")
     first = config.training.seed
     return [with_overrides(config, [f"training.seed={first + k}"]) for k in range(seeds)]
 

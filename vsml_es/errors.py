@@ -48,6 +48,10 @@ class WorkerError(UserError):
     """A shard failed on every try (e.g. a worker out of memory): the run cannot go on."""
 
 
+class DivergedError(UserError):
+    """Meta-training produced non-finite parameters: the run cannot continue as configured."""
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used (corrupt, half-written, for another setup). Not a user
     error by itself: callers skip to an older checkpoint or wrap it in a :class:`ResumeError`."""

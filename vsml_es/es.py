@@ -50,6 +50,14 @@ def strategy_names() -> list[str]:
     return sorted(ALGORITHMS)
 
 
+# evosax arguments that take objects vsml-es builds from config keys.
+OBJECT_KWARGS = {
+    "optimizer": "set training.optimizer (adam or sgd) and training.learning_rate",
+    "std_schedule": "set training.sigma",
+    "fitness_shaping_fn": "set training.fitness_shaping",
+}
+
+
 def _constructor_args(cls: type) -> set[str]:
     return set(inspect.signature(cls.__init__).parameters) - {"self"}
 
@@ -93,6 +101,14 @@ def validate_strategy(training: TrainingConfig) -> None:
             raise ConfigError(
                 f"training.strategy_kwargs has '{key}', which {training.strategy} does not "
                 f"accept. Accepted: {', '.join(sorted(accepted))}."
+            )
+        default = inspect.signature(cls.__init__).parameters[key].default
+        if callable(default) or key.endswith(("_fn", "_schedule")) or key == "optimizer":
+            instead = OBJECT_KWARGS.get(key, "leave it out (the default is used)")
+            raise ConfigError(
+                f"training.strategy_kwargs.{key} takes a Python object (a function or an "
+                f"optimizer), which a config cannot hold; got {training.strategy_kwargs[key]!r}."
+                f" Instead: {instead}."
             )
     try:
         algorithm = cls(population_size=training.population_size, solution=jnp.zeros(4),

@@ -114,6 +114,15 @@ def export_run(run_dir: Path, out: Path | None = None, which: str = "latest",
             raise UserError(f"The learner file name must end in {SUFFIX}, got '{out}'.")
         check_output_file(Path(out), "--output", replace_ok=force)
     source = select_source(run_dir, which, report)
+    bad = sorted(name for name, value in source.params.items()
+                 if np.asarray(value).dtype.kind not in "fiub"
+                 or not np.all(np.isfinite(np.asarray(value, dtype=np.float64))))
+    if bad:  # a learner with them predicts nothing: never written
+        raise UserError(
+            f"The parameters of {source.label} in '{run_dir}' are not finite (NaN or infinity "
+            f"in {', '.join(bad[:3])}): the run diverged. Export an earlier checkpoint "
+            "(--checkpoint best or --checkpoint GENERATION), or train again with a lower "
+            "training.learning_rate.")
     scores, note = metatest_scores(run_dir, source)
     meta = learner_file_meta(source.info, source.params, source.generation, source.label,
                              scores, note)

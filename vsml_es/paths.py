@@ -8,23 +8,82 @@ files that vsml-es writes there; every directory must be writable. Each problem 
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
+import time
+import zipfile
 from pathlib import Path
 
-from vsml_es.config import read_yaml_file
-from vsml_es.errors import ConfigError, PathError
+import numpy as np
+
+from vsml_es.errors import PathError
+from vsml_es.storage.atomic import atomic_write_bytes
+from vsml_es.version import __version__
+
+RUN_MARKER = ".vsml-es-run"  # written first into every run directory vsml-es makes
+MARKER_FORMAT = "vsml-es-run"
+_STATUS_KEYS = {"state", "generation", "pid", "host", "updated"}  # runs.write_status's record
+
+
+def mark_run_dir(run_dir: Path) -> None:
+    """Claim ``run_dir`` as a vsml-es run: the marker that :func:`holds_run` looks for, written
+    (atomically) before anything else of the run."""
+    marker = Path(run_dir) / RUN_MARKER
+    if _marker_ok(marker):
+        return
+    record = {"format": MARKER_FORMAT, "version": 1, "vsml_es": __version__,
+              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    atomic_write_bytes(marker, json.dumps(record).encode())
+
+
+def _marker_ok(marker: Path) -> bool:
+    try:
+        record = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("format") == MARKER_FORMAT
 
 
 def holds_run(run_dir: Path) -> bool:
-    """Whether ``run_dir`` is a vsml-es run: checkpoints or metrics, or at least the resolved
-    config that every run writes first (a run killed before its first checkpoint)."""
-    if (run_dir / "checkpoints").is_dir() or (run_dir / "metrics.jsonl").is_file():
-        return True
-    try:
-        saved = read_yaml_file(run_dir / "config.yaml", "config")
-    except (ConfigError, OSError):
+    """Whether vsml-es made ``run_dir``: its run marker, or (runs written before the marker
+    existed) a file only vsml-es writes: a checkpoint manifest, a params.npz of a run, or the
+    run's status record. A config.yaml or metrics.jsonl alone proves nothing: they may be the
+    user's own files, which must never be taken for a run (resume would replace them)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
         return False
-    return isinstance(saved, dict) and {"name", "model", "task", "training"} <= set(saved)
+    if _marker_ok(run_dir / RUN_MARKER):
+        return True
+    checkpoints = run_dir / "checkpoints"
+    if checkpoints.is_dir():
+        for path in checkpoints.glob("gen-*/MANIFEST.json"):
+            try:
+                if json.loads(path.read_text()).get("format") == "vsml-es-checkpoint":
+                    return True
+            except (OSError, ValueError, AttributeError):
+                continue
+    try:
+        status = json.loads((run_dir / "status.json").read_text())
+        if isinstance(status, dict) and set(status) == _STATUS_KEYS:
+            return True
+    except (OSError, ValueError):
+        pass
+    return _params_file_of_a_run(run_dir / "params.npz")
+
+
+def _params_file_of_a_run(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            info = archive.getinfo("__meta_json__.npy")
+            if info.file_size > 1 << 24:
+                return False
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(z["__meta_json__"].tobytes().decode())
+    except Exception:  # noqa: BLE001 (not a zip, no metadata, damaged: not proof of a run)
+        return False
+    return isinstance(meta, dict) and meta.get("format") == "vsml-es-params"
 
 
 def check_new_run_dir(run_dir: Path) -> None:

@@ -13,13 +13,16 @@ from typing import Any
 import yaml
 
 from vsml_es.config import Config, config_to_dict, read_yaml_file
-from vsml_es.errors import ConfigError, Report, ResumeError, report
+from vsml_es.errors import CheckpointError, ConfigError, Report, ResumeError, report
 from vsml_es.experiment import experiment_from_dict, with_overrides
 from vsml_es.metrics import truncate_metrics
+from vsml_es.paths import RUN_MARKER, holds_run
 from vsml_es.storage.checkpoint import (
+    DIVERGED,
     Checkpoint,
     checkpoint_dirs,
     latest_checkpoint,
+    read_checkpoint,
     set_aside_after,
     versions,
 )
@@ -100,6 +103,44 @@ def run_config(run_dir: Path, checkpoint: Checkpoint | None) -> Config:
         ) from None
 
 
+def check_config_file_unedited(run_dir: Path, saved: Config, report: Report = report) -> None:
+    """RUN_DIR/config.yaml is what vsml-es wrote there (a resume rewrites it). A file edited by
+    hand (comments, layout, or a key that changes the result) is refused before anything is
+    written, so the user's changes are never silently replaced; a changed key that may change
+    on resume (training.generations, ...) is only reported, with how to change it."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        return
+    how = ("Keys that may change on resume go on the command line (vsml-es resume RUN_DIR --set "
+           "KEY=VALUE); to keep your file, move it out of the run directory (it is an "
+           "experiment file: vsml-es train FILE --run-dir NEW_DIR), then resume.")
+    try:
+        raw = read_yaml_file(path, "The run's config")
+        canonical = yaml.safe_dump(raw, sort_keys=False) == path.read_text()
+    except (ConfigError, OSError, UnicodeDecodeError) as err:
+        raise ResumeError(f"{path} cannot be read ({err}); vsml-es wrote it, so it was damaged "
+                          f"or edited. {how}") from None
+    if not canonical or not isinstance(raw, dict):
+        raise ResumeError(f"{path} was edited by hand since vsml-es wrote it (its text is not "
+                          f"what vsml-es writes); resuming rewrites it and would lose that. {how}")
+    try:
+        edited = experiment_from_dict(raw)
+    except ConfigError as err:
+        raise ResumeError(f"{path} was edited and is no longer a valid config: {err} {how}"
+                          ) from None
+    changes = config_differences(saved, edited)
+    refused = [c for c in changes if not is_safe(c[0])]
+    if refused:
+        listed = "; ".join(f"{k}: {_format(a)} (run) -> {_format(b)} (file)"
+                           for k, a, b in refused)
+        raise ResumeError(f"{path} was edited: it differs from the run's config in keys that "
+                          f"would change the result ({listed}). A run continues with its own "
+                          f"config. {how}")
+    for key, old, new in changes:
+        report(f"note: {path} says {key}: {_format(new)}, the run's checkpoint {_format(old)}; "
+               "the resume uses the checkpoint's value and --set, and rewrites the file.")
+
+
 def plan_resume(
     run_dir: Path,
     requested: Config | None = None,
@@ -118,8 +159,16 @@ def plan_resume(
     if not run_dir.is_dir():
         what = "is not a directory" if run_dir.exists() else "does not exist"
         raise ResumeError(f"Run directory '{run_dir}' {what}.")
+    if not holds_run(run_dir):
+        raise ResumeError(
+            f"'{run_dir}' holds no vsml-es run to resume (no run marker {RUN_MARKER}, "
+            "checkpoint or params.npz that vsml-es wrote), so nothing there is resumed or "
+            "changed. A config.yaml of your own is an experiment file: start a run from it with "
+            f"'vsml-es train {run_dir / 'config.yaml'} --run-dir NEW_DIR'."
+        )
     checkpoint = latest_checkpoint(run_dir, report)
     saved = run_config(run_dir, checkpoint)
+    check_config_file_unedited(run_dir, saved, report)
     config = requested if requested is not None else with_overrides(saved, list(overrides))
     changes = config_differences(saved, config)
     refused = [c for c in changes if not is_safe(c[0])]
@@ -135,6 +184,14 @@ def plan_resume(
         report(f"resuming with {key} changed: {_format(old)} -> {_format(new)}")
     if checkpoint is None:
         if checkpoint_dirs(run_dir) and not restart:
+            if diverged(run_dir):
+                raise ResumeError(
+                    f"No checkpoint in '{run_dir / 'checkpoints'}' is usable and the run "
+                    "diverged (NaN or infinite meta-parameters, see the warnings above). Lower "
+                    "training.learning_rate (or training.sigma) and start a new run (vsml-es "
+                    "train EXPERIMENT.yaml --set training.learning_rate=... --run-dir NEW_DIR),"
+                    " or add --restart to start this run over at generation 0 with its config."
+                )
             raise ResumeError(
                 f"Every checkpoint in '{run_dir / 'checkpoints'}' is unusable (see the warnings "
                 "above), so resuming would start over at generation 0 and cut the metrics logs "
@@ -152,6 +209,17 @@ def plan_resume(
     for warning in version_warnings(checkpoint.meta.get("versions", {})):
         report(warning)
     return ResumePlan(config, checkpoint)
+
+
+def diverged(run_dir: Path) -> bool:
+    """Whether some checkpoint of the run is unusable because its parameters are NaN/inf."""
+    for _, path in checkpoint_dirs(run_dir):
+        try:
+            read_checkpoint(path)
+        except CheckpointError as err:
+            if DIVERGED in str(err):
+                return True
+    return False
 
 
 def version_warnings(saved: dict[str, str]) -> list[str]:

@@ -27,7 +27,7 @@ from vsml_es.methods import build_method
 from vsml_es.multisize import build_training_task, single_size
 from vsml_es.paths import check_new_run_dir, check_output_dir
 from vsml_es.reporting import OUTPUT_FILES
-from vsml_es.resources import check_before_work
+from vsml_es.resources import check_before_work, check_evaluate
 from vsml_es.resume import ResumePlan, plan_resume
 from vsml_es.runs import plot_runs
 from vsml_es.storage.learner_file import read_learner_file
@@ -84,8 +84,11 @@ def train(config: Config, run_dir: Path, *, resume: ResumePlan | None = None,
         trackers = open_trackers(config.logging, run_dir, state.generation, append=True)
         trackers.log_metatest(summaries)
         trackers.close()
+    saved = resume.checkpoint.meta.get("fitness") if resume and resume.checkpoint else None
+    last = trainer.last_row.get("fitness_mean", saved)  # no generation left: the checkpoint's
     return TrainResult(run_dir, state.generation, minutes,
-                       trainer.last_row.get("fitness_mean", float("nan")), params, summaries)
+                       float(last) if isinstance(last, int | float) else float("nan"), params,
+                       summaries)
 
 
 def start_training(config: Config, run_dir: Path | None = None, *, metatest: bool = True,
@@ -130,6 +133,7 @@ def evaluate_file(path: Path, datasets: tuple[str, ...] | None = None, steps: in
     check_datasets_ready(config.task, config.metatest, training=bool(config.metatest.baselines))
     check_metatest_fits(config.task, config.metatest, spec.num_inputs,
                         size_free_names(config, (config.model.learner,)))
+    check_evaluate(config, spec.num_inputs, (config.model.learner,), steps, episodes)
     summaries = run_metatest([meta_learned(config, params)], config, out, steps=steps,
                              episodes=episodes, num_features=spec.num_inputs)
     return summaries, out
@@ -171,6 +175,7 @@ def introspect_file(path: Path, dataset: str, steps: int | None = None,
     check_datasets_ready(config.task, config.metatest, training=True)
     check_metatest_fits(config.task, config.metatest, spec.num_inputs,
                         size_free_names(config, (config.model.learner,)))
+    check_evaluate(config, spec.num_inputs, (config.model.learner,), command="Introspection")
     return introspect_learner(config, params, spec.num_inputs, out, log), out
 
 

@@ -48,6 +48,31 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def metrics_problem(run_dir: Path) -> str | None:
+    """What is wrong with ``metrics.jsonl`` when it is not the log vsml-es writes (binary,
+    not JSON lines, rows without a generation), or None. A torn last line is not a problem."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        return f"it cannot be read ({err.strerror})"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return f"it is not UTF-8 text (byte {err.start}): binary data"
+    lines = text.splitlines()
+    for number, line in enumerate(lines[:-1] if not text.endswith("\n") else lines, 1):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            return f"line {number} is not JSON"
+        if not isinstance(row, dict) or not isinstance(row.get("generation"), int):
+            return f"line {number} is not a row of metrics (no generation number)"
+    return None
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -131,10 +156,12 @@ def _metatest_line(summary: Path) -> str:
 
 
 def find_runs(root: Path, depth: int = 3) -> list[Path]:
-    """Run directories at or below ``root`` (those holding a config.yaml or metrics)."""
+    """Run directories at or below ``root`` (those vsml-es made: see ``paths.holds_run``)."""
+    from vsml_es.paths import holds_run
+
     root = Path(root)
     found = []
-    if (root / "config.yaml").is_file() or (root / "metrics.jsonl").is_file():
+    if holds_run(root):
         found.append(root)
     elif depth > 0 and root.is_dir():
         for child in sorted(p for p in root.iterdir() if p.is_dir() and p.name[0] != "."):

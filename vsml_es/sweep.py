@@ -18,6 +18,7 @@ import hashlib
 import io
 import itertools
 import json
+import math
 import os
 import re
 import socket
@@ -50,6 +51,7 @@ from vsml_es.runs import load_run_config, plot_runs, run_status, summarize
 from vsml_es.storage.atomic import atomic_write_bytes
 
 SWEEP_FILE = "sweep.yaml"
+MAX_TRIALS = 10_000  # grid points x seeds: each trial is a whole meta-training run
 FORMAT = 1  # version of sweep.yaml
 # What a sweep writes into its output directory (anything else there is the user's).
 OUTPUT_ENTRIES = (SWEEP_FILE, "sweep.md", "sweep.csv", "sweep.png", "runs", "tune",
@@ -119,7 +121,10 @@ def _get(tree: dict[str, Any], key: str) -> Any:
 
 
 def _override(key: str, value: Any) -> str:
-    return f"{key}={json.dumps(value)}"  # JSON is YAML: lists, mappings, strings all round-trip
+    # YAML flow style reads back as the same value: lists, mappings, strings, and .nan / .inf
+    # (JSON would write NaN, which YAML reads as a string).
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**9).strip()
+    return f"{key}={text.removesuffix('...').strip()}"
 
 
 def _show(value: Any) -> str:
@@ -146,6 +151,11 @@ def grid_points(base: Config, grid: dict[str, list[Any]]
     Each value is checked alone first (so an unknown key or a wrong type names the value),
     then each combination (values that only fail together, e.g. an odd population for an
     antithetic strategy)."""
+    size = math.prod(len(values) for values in grid.values())
+    if size > MAX_TRIALS:
+        raise ConfigError(f"The grid has {size:,} points, more than a sweep runs ({MAX_TRIALS:,} "
+                          "trials at most: each is a whole meta-training run); use fewer --grid "
+                          "values.")
     canonical: dict[str, list[Any]] = {}
     for key, values in grid.items():
         _griddable(key)
@@ -266,7 +276,14 @@ def plan_sweep(base: Config, grid_texts: list[str] | tuple[str, ...], seeds: int
         raise ConfigError(f"--seeds {seeds} from training.seed={base.training.seed} reaches "
                           f"seed {base.training.seed + seeds - 1}; seeds are below {SEED_LIMIT}."
                           " Lower training.seed or --seeds.")
+    if seeds > MAX_TRIALS:
+        raise ConfigError(f"--seeds {seeds:,} is more than a sweep runs ({MAX_TRIALS:,} trials "
+                          "at most: each is a whole meta-training run); lower --seeds.")
     grid, points = grid_points(base, parse_grid(grid_texts))
+    if len(points) * seeds > MAX_TRIALS:
+        raise ConfigError(f"The sweep has {len(points):,} grid points x {seeds:,} seeds = "
+                          f"{len(points) * seeds:,} trials, more than {MAX_TRIALS:,} (each is a "
+                          "whole meta-training run); use fewer --grid values or --seeds.")
     for point in points:
         check_before_work(point.config, metatest)
     out = Path(out)

@@ -20,12 +20,13 @@ import yaml
 
 from vsml_es import streams
 from vsml_es.config import Config, config_to_dict
-from vsml_es.errors import CheckpointError, Report, ResumeError
+from vsml_es.errors import CheckpointError, DivergedError, Report, ResumeError
 from vsml_es.es import strongly_typed
 from vsml_es.evaluator import EvalSpec, Evaluator, LocalEvaluator, build_eval_spec
 from vsml_es.learners import Params
 from vsml_es.methods import Method, build_method, initial_params
 from vsml_es.metrics import MetricsLog
+from vsml_es.paths import mark_run_dir
 from vsml_es.resume import ResumePlan, rewind
 from vsml_es.runs import write_status
 from vsml_es.signals import GenerationAbandoned, StopSignals, TrainingInterrupted
@@ -147,8 +148,16 @@ class Trainer:
     # -- one generation ------------------------------------------------------------------------
 
     def step(self, state: TrainState) -> tuple[TrainState, dict[str, Any]]:
-        es_state, row = self.method.step(state.es_state, state.generation, self.evaluator)
-        return TrainState(state.generation + 1, es_state), row
+        g = state.generation
+        es_state, row = self.method.step(state.es_state, g, self.evaluator)
+        mean = jax.tree.leaves(self.method.mean(es_state))
+        if not all(np.all(np.isfinite(np.asarray(leaf))) for leaf in mean):
+            raise DivergedError(  # the last finite generation is checkpointed on the way out
+                f"Meta-training diverged at generation {g}: the meta-parameters became NaN or "
+                "infinite. Lower training.learning_rate (or training.sigma) and start a new "
+                "run; the generations before are checkpointed ('vsml-es export RUN_DIR "
+                "--checkpoint best' exports them).")
+        return TrainState(g + 1, es_state), row
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -236,6 +245,7 @@ def write_run_config(run_dir: Path, config: Config) -> None:
     """The resolved config, first thing in a run directory: a run killed before its first
     checkpoint (during Ray start-up, say) can then be resumed from generation 0."""
     text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
+    mark_run_dir(run_dir)  # first: a directory is a run only if vsml-es made it
     atomic_write_bytes(Path(run_dir) / "config.yaml", text.encode())
 
 

@@ -28,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from vsml_es.errors import PathError
     from vsml_es.paths import check_output_file
-    from vsml_es.runs import find_runs, plot_runs, read_metrics
+    from vsml_es.runs import find_runs, metrics_problem, plot_runs, read_metrics
 
     runs = []
     for path in args.runs:
@@ -36,8 +36,15 @@ def run(args: argparse.Namespace) -> int:
             raise PathError(f"'{path}' is not a run directory.")
         found = find_runs(path)
         if not found:
-            raise PathError(f"'{path}' holds no vsml-es run (no config.yaml or metrics.jsonl).")
+            raise PathError(f"'{path}' holds no vsml-es run (none that vsml-es train made).")
         runs.extend(found)
+    for run in runs:
+        problem = metrics_problem(run)
+        if problem:
+            raise PathError(
+                f"'{run / 'metrics.jsonl'}' is not the metrics log vsml-es writes: {problem}. "
+                "It was damaged or replaced: restore it from a backup (metrics.csv beside it "
+                "holds the same rows), or plot the other runs.")
     empty = [str(r) for r in runs if not read_metrics(r)]
     if empty:
         raise PathError(f"These runs have no metrics yet: {', '.join(empty)}.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 
@@ -29,7 +30,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     def number(value: float | None) -> str:
-        return f"{value:.4f}" if value is not None else "-"
+        if value is None:
+            return "-"
+        if math.isnan(value):
+            return "NaN"
+        return f"{value:.4f}" if math.isfinite(value) else str(value)
 
     rows = [(str(r.path), r.name, f"{r.generation}/{r.total}", number(r.best_fitness),
              number(r.last_fitness), r.status, r.metatest) for r in runs]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from vsml_es.commands.common import add_config_args, add_run_args, report_stopped
@@ -59,8 +60,11 @@ def finish(train, run_dir: Path) -> int:
         result = train()
     except TrainingInterrupted as stop:
         return report_stopped(stop, f"Resume with: vsml-es resume {run_dir}")
+    fitness = result.final_fitness
+    shown = f"{fitness:.4f}" if math.isfinite(fitness) else (
+        "NaN" if math.isnan(fitness) else str(fitness).replace("inf", "infinity"))
     print(f"meta-training: {result.generation} generations in {result.minutes:.1f} min; "
-          f"final mean fitness {result.final_fitness:.4f}")
+          f"final mean fitness {shown}")
     if result.summaries is not None:
         print(format_table(result.summaries))
         print(f"learning curves: {Path(result.run_dir) / 'metatest'}")

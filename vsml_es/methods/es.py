@@ -66,8 +66,9 @@ class FullEpisodeES:
                   "fitness; counted as the worst fitness of the generation.", file=sys.stderr)
         norm = (float(np.linalg.norm(np.asarray(new_state.mean)))
                 if hasattr(new_state, "mean") else float("nan"))
-        return new_state, metrics_row(generation, fitness, result.accuracy, started, norm,
-                                      nonfinite)
+        shown = fitness if nonfinite < fitness.size else np.full_like(fitness, np.nan)
+        return new_state, metrics_row(generation, shown, result.accuracy, started, norm,
+                                      nonfinite)  # NaN when no member had a finite fitness
 
 
 def _evaluate(evaluator: Any, recipe: AskRecipe, population: Any, generation: int,

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vsml_es.errors import CheckpointError, Report
+from vsml_es.errors import CheckpointError, DivergedError, Report
 from vsml_es.errors import report as report_to_stderr
 from vsml_es.storage.atomic import atomic_write_directory, write_synced
 from vsml_es.version import __version__
@@ -168,7 +168,15 @@ def checkpoint_name(generation: int) -> str:
 
 
 def save_checkpoint(run_dir: Path, snapshot: Snapshot) -> Path:
-    """Write one checkpoint atomically; returns its directory."""
+    """Write one checkpoint atomically; returns its directory. Non-finite meta-parameters are
+    never written (a resume would have to skip them): :class:`DivergedError`."""
+    for name, value in snapshot.mean_params.items():
+        if not np.all(np.isfinite(np.asarray(value))):
+            raise DivergedError(
+                f"Meta-training diverged by generation {snapshot.generation}: the mean "
+                f"parameter {name} holds NaN or infinity, so no checkpoint of it is written. "
+                "Lower training.learning_rate (or training.sigma) and start a new run; export "
+                "what was learned before with 'vsml-es export RUN_DIR --checkpoint best'.")
     state_arrays, state_specs = tree_to_arrays(snapshot.es_state, "state_")
     param_arrays, param_specs = tree_to_arrays(snapshot.es_params, "es_params_")
     arrays = {**state_arrays, **param_arrays}
@@ -354,7 +362,22 @@ def read_checkpoint(path: Path) -> Checkpoint:
     absent = [name for name in wanted if name not in arrays]
     if absent:
         raise CheckpointError(f"state.npz lacks {', '.join(absent[:3])}")
+    check_finite_mean(arrays, meta["mean_params"])
     return Checkpoint(path, generation, meta, arrays)
+
+
+DIVERGED = "its mean parameters are not finite (NaN or infinity): the run had diverged"
+
+
+def check_finite_mean(arrays: dict[str, np.ndarray], names: list[str]) -> None:
+    """The meta-parameters of a checkpoint are numbers: a diverged run's NaN/inf checkpoint
+    is skipped on resume like a corrupt one (for the newest finite one)."""
+    for name in names:
+        value = arrays[f"mean/{name}"]
+        if value.dtype.kind not in "fiub":
+            raise CheckpointError(f"its mean parameter {name} has dtype {value.dtype}")
+        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            raise CheckpointError(DIVERGED)
 
 
 def latest_checkpoint(run_dir: Path, report: Report = report_to_stderr) -> Checkpoint | None:

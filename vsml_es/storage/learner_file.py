@@ -45,7 +45,7 @@ def learner_file_meta(info: dict[str, Any], params: dict[str, Any], generation: 
     """The metadata record of a ``.vsml`` file, from a run's parameter or checkpoint info."""
     config = info["config"]
     task, training, model = config["task"], config["training"], config["model"]
-    return {
+    meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -79,6 +79,8 @@ def learner_file_meta(info: dict[str, Any], params: dict[str, Any], generation: 
         "versions": versions(),
         "config": config,
     }
+    meta["metadata_sha256"] = metadata_sha256(meta)
+    return meta
 
 
 @dataclass(frozen=True)
@@ -155,18 +157,20 @@ def read_learner_file(path: str | Path) -> tuple[dict[str, np.ndarray], LearnerF
         if not all(isinstance(n, int) and not isinstance(n, bool) and 0 < n < 2**24
                    for n in sizes):
             raise ValueError(f"input/output sizes {sizes} are not positive integers")
+        if not isinstance(stats, list) or len(stats) > MAX_STATS:
+            raise ValueError(f"input.stats is not a list of at most {MAX_STATS} entries")
         spec = LearnerFile(
             model=config.model,
             num_inputs=sizes[0],
             num_outputs=sizes[1],
             preprocess=config.task.preprocess,
-            stats=tuple((str(_mapping(s, "a stats entry").get("dataset", "?")),
-                         _finite(s["mean"]), _finite(s["std"])) for s in stats),
+            stats=tuple(_stat(s) for s in stats),
             info=meta,
-            example_shape=(tuple(int(d) for d in example_shape) if example_shape else None),
+            example_shape=_shape(example_shape, sizes[0]),
             per_dataset_outputs=per_dataset,
         )
-    except (UserError, KeyError, TypeError, ValueError, AttributeError) as err:
+        _check_one_reading(meta, kind, spec)
+    except (UserError, KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
         raise LearnerError(
             f"'{path}' has metadata this vsml-es cannot use (written by another version, or "
             f"edited?): {err}"
@@ -175,11 +179,79 @@ def read_learner_file(path: str | Path) -> tuple[dict[str, np.ndarray], LearnerF
     return params, spec
 
 
+MAX_STATS = 1024  # one entry per meta-training dataset
+MAX_SHAPE_DIMS = 4  # (H, W, C) images, (L,) signals, (n,) features: never more
+
+
 def _finite(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"a statistic is {value!r}, not a number")
     number = float(value)
     if not np.isfinite(number):
         raise ValueError(f"a statistic is {number}")
     return number
+
+
+def _stat(entry: Any) -> tuple[str, float, float]:
+    """(dataset, mean, std) of one input.stats entry: std finite and positive, or
+    normalizing would divide by zero and every prediction would be the same."""
+    entry = _mapping(entry, "an input.stats entry")
+    name, mean, std = entry.get("dataset", "?"), _finite(entry["mean"]), _finite(entry["std"])
+    if not isinstance(name, str) or len(name) > 200:
+        raise ValueError(f"an input.stats entry names dataset {name!r}, not a dataset name")
+    if not std > 0:
+        raise ValueError(f"input.stats of '{name}' has std {std}; a standard deviation used "
+                         "to normalize must be positive")
+    return name, mean, std
+
+
+def _shape(value: Any, num_inputs: int) -> tuple[int, ...] | None:
+    """The training example shape: positive integers whose product is the input size."""
+    if value is None or value == []:
+        return None
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_SHAPE_DIMS or not all(
+            isinstance(d, int) and not isinstance(d, bool) and 0 < d < 2**24 for d in value):
+        raise ValueError(f"example_shape {value!r} is not a list of 1-{MAX_SHAPE_DIMS} "
+                         "positive integers")
+    if int(np.prod(value, dtype=np.int64)) != num_inputs:
+        raise ValueError(f"example_shape {value} does not have the file's {num_inputs} inputs")
+    return tuple(value)
+
+
+def _check_one_reading(meta: dict[str, Any], kind: str, spec: LearnerFile) -> None:
+    """The fields a reader uses agree with the run config the file carries, which ``evaluate``
+    and ``compare`` build the learner from: one file, one learner, whoever reads it. A file
+    written now also carries ``metadata_sha256``, so an edit of these fields is caught as such."""
+    run = config_from_dict(_mapping(meta.get("config"), "config"))
+    disagree = []
+    if run.model != spec.model:
+        disagree.append("model")
+    if run.task.preprocess != spec.preprocess:
+        disagree.append("input.preprocess")
+    if run.task.per_dataset_outputs != spec.per_dataset_outputs:
+        disagree.append("per_dataset_outputs")
+    if spec.num_outputs != run.task.num_classes:
+        disagree.append(f"num_outputs ({spec.num_outputs}; the run's task.num_classes is "
+                        f"{run.task.num_classes})")
+    if disagree:
+        raise ValueError(f"{', '.join(disagree)} disagree(s) with the run config the file "
+                         "carries")
+    if kind == FORMAT and "metadata_sha256" in meta:
+        if meta["metadata_sha256"] != metadata_sha256(meta):
+            raise ValueError("its metadata does not match metadata_sha256 (edited?)")
+
+
+SIGNED_FIELDS = ("learner", "model", "num_inputs", "num_outputs", "per_dataset_outputs",
+                 "input", "config")
+
+
+def metadata_sha256(meta: dict[str, Any]) -> str:
+    """Identity of the metadata fields that decide how the parameters run."""
+    import json
+
+    signed = {key: meta.get(key) for key in SIGNED_FIELDS}
+    return hashlib.sha256(json.dumps(signed, sort_keys=True, allow_nan=False).encode()
+                          ).hexdigest()
 
 
 def _check_shapes(path: str | Path, params: dict[str, np.ndarray], spec: LearnerFile) -> None:
