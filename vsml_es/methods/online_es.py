@@ -4,9 +4,9 @@ generations (``vsml_es.online`` runs the windows, in-process or on the workers o
 Each generation every particle p advances its antithetic pair one window with θ ± σ z_p and
 reports the two lanes' mean window losses L⁺_p, L⁻_p. The estimate of the gradient of the
 loss is ĝ = Σ_p (L⁺_p − L⁻_p) w_p / (2σN), where w_p is what the method says (its file), and
-the optimizer (training.optimizer, training.learning_rate) steps the mean. With
-``training.fitness_shaping: pair_rank`` the differences are replaced by their centred ranks
-(scale-free: windows early in a stream, whose losses move most, do not drown the late ones).
+the optimizer (training.optimizer, training.learning_rate) steps the mean.
+``training.fitness_shaping`` shapes the differences (``shape_differences``): centred ranks are
+scale-free, so windows early in a stream, whose losses move most, do not drown the late ones.
 A pair with a non-finite loss contributes nothing (counted in the row's ``nonfinite``).
 
 The state: the mean, the optimizer's state and the means of the last n generations (n
@@ -40,9 +40,9 @@ class OnlineES:
     hyperparams: Any = None
 
     def __init__(self, online: OnlineSpec, optimizer: optax.GradientTransformation,
-                 rank: bool = False):
+                 shaping: str = "none"):
         self.online = online
-        self.rank = rank
+        self.shaping = shaping
         self.optimizer = optimizer
         self.hyperparams = {}
         self._update = jax.jit(partial(_update, optimizer, online.sigma, online.particles,
@@ -57,7 +57,7 @@ class OnlineES:
                             layout=Layout.of(template))
         optimizer = (optax.adam(tr.learning_rate, b1=0.9, b2=0.999) if tr.optimizer == "adam"
                      else optax.sgd(tr.learning_rate))
-        return cls(online, optimizer, rank=tr.fitness_shaping == "pair_rank")
+        return cls(online, optimizer, shaping=tr.fitness_shaping)
 
     @classmethod
     def validate(cls, config: Config) -> None:
@@ -77,11 +77,6 @@ class OnlineES:
                 raise ConfigError(
                     f"Config key '{key}' is {value}; {name} evaluates antithetic pairs (two "
                     f"members per stream), so it must be even: use {value + 1}.")
-        if tr.fitness_shaping not in ("auto", "none", "pair_rank"):
-            raise ConfigError(
-                f"Config key 'training.fitness_shaping' is '{tr.fitness_shaping}'; {name} "
-                "shapes the antithetic loss differences: auto or none (raw differences) or "
-                "pair_rank (their centred ranks).")
         if t.fitness != "mean_loss":
             raise ConfigError(f"Config key 'task.fitness' is '{t.fitness}'; {name} minimizes "
                               "each window's mean online loss: use task.fitness: mean_loss.")
@@ -112,9 +107,7 @@ class OnlineES:
         diff = loss[:, 0] - loss[:, 1]
         finite = np.isfinite(diff)
         diff = np.where(finite, diff, 0.0).astype(np.float32)
-        if self.rank:  # training.fitness_shaping pair_rank: centred ranks of the differences
-            diff = (np.argsort(np.argsort(diff, kind="stable"), kind="stable")
-                    / max(1, o.particles - 1) - 0.5).astype(np.float32)
+        diff = shape_differences(diff, self.shaping)
         new = self._update(state, jnp.asarray(diff), self.directions(generation),
                            jnp.int32(generation))
         _, window = o.position(np.arange(o.particles), generation)
@@ -123,6 +116,19 @@ class OnlineES:
             generation, lanes if lanes.size else np.asarray([np.nan]), result.accuracy,
             started, float(jnp.linalg.norm(new["mean"])), int((~finite).sum()),
             streams_started=int(np.sum(window == 0)))
+
+
+def shape_differences(diff: np.ndarray, shaping: str) -> np.ndarray:
+    """The pairs' loss differences as ``training.fitness_shaping`` says: raw (auto, none),
+    centred ranks in [-0.5, 0.5] (centered_rank, pair_rank: ranks of the differences are what
+    ranking antithetic pairs means) or divided by their standard deviation (z_score; not
+    centred, which would bias an antithetic estimate)."""
+    if shaping in ("centered_rank", "pair_rank"):
+        ranks = np.argsort(np.argsort(diff, kind="stable"), kind="stable")
+        return (ranks / max(1, diff.size - 1) - 0.5).astype(np.float32)
+    if shaping == "z_score":
+        return (diff / max(float(np.std(diff)), 1e-12)).astype(np.float32)
+    return diff
 
 
 def _divisor_near(n: int, target: int) -> int:
