@@ -241,6 +241,8 @@ def test_a_worker_killed_mid_window_costs_a_replay_not_a_bit(
 
                 def send_then_kill(handle):
                     ref = send(handle)
+                    if self.killed:  # the re-sent job (same object) runs in peace
+                        return ref
                     slot = next(s for s in self.slots if s.handle is handle)
                     os.kill(slot.info["pid"], signal.SIGKILL)
                     self.killed.append(slot.info["pid"])
