@@ -58,15 +58,24 @@ def metatest_curve(run_dir: Path, method: str = "VSML") -> list[float]:
 def poison_checkpoint(checkpoint: Path, value: float = float("nan")) -> None:
     """Make a checkpoint what a diverging run writes: every mean parameter ``value`` (NaN),
     the manifest rewritten to match (so only the arrays themselves tell)."""
+    arrays = read_state(checkpoint)
+    for name in arrays:
+        if name.startswith("mean/") and arrays[name].dtype.kind == "f":
+            arrays[name] = np.full_like(arrays[name], value)
+    write_state(checkpoint, arrays)
+
+
+def read_state(checkpoint: Path) -> dict[str, np.ndarray]:
+    with np.load(checkpoint / "state.npz", allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def write_state(checkpoint: Path, arrays: dict[str, np.ndarray]) -> None:
+    """A checkpoint's state.npz replaced by ``arrays``, its manifest rewritten to match."""
     import hashlib
     import io
     import json
 
-    with np.load(checkpoint / "state.npz", allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    for name in arrays:
-        if name.startswith("mean/") and arrays[name].dtype.kind == "f":
-            arrays[name] = np.full_like(arrays[name], value)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     payload = buffer.getvalue()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import read_state, write_state
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -404,23 +405,13 @@ poisons = st.lists(st.tuples(st.integers(0, 63), st.integers(0, 2**20),
 def _poison_some(checkpoint: Path, changes: list[tuple[int, int, float]]) -> bool:
     """Set single elements of the mean parameters, manifest rewritten; whether any is now
     non-finite."""
-    import hashlib
-
-    with np.load(checkpoint / "state.npz", allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
+    arrays = read_state(checkpoint)
     names = sorted(n for n in arrays if n.startswith("mean/"))
     for which, element, value in changes:
         array = arrays[names[which % len(names)]].copy()
         array.reshape(-1)[element % array.size] = value
         arrays[names[which % len(names)]] = array
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    payload = buffer.getvalue()
-    (checkpoint / "state.npz").write_bytes(payload)
-    manifest = json.loads((checkpoint / "MANIFEST.json").read_text())
-    manifest["files"]["state.npz"] = {"sha256": hashlib.sha256(payload).hexdigest(),
-                                      "size": len(payload)}
-    (checkpoint / "MANIFEST.json").write_text(json.dumps(manifest))
+    write_state(checkpoint, arrays)
     return not all(np.all(np.isfinite(arrays[n])) for n in names)
 
 
